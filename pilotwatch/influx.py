@@ -1,0 +1,178 @@
+"""InfluxDB: the schema every writer and reader agrees on, line protocol, and a small v1 HTTP client.
+
+Schema (docs/wire-format.md, "Storage"):
+
+- measurement ``reading``; tags ``city, site, device, sensor, param`` (identity only); fields ``value`` (float,
+  always written with a decimal point so the field type can never flip to integer), ``unit`` (string),
+  ``seq`` (integer, the wire sequence number), ``flag`` (integer QARTOD flag from the edge, when it sent one);
+  timestamp = the sample time set at the sensor, millisecond precision.
+- A point's identity is (measurement, tags, time): writing the same reading twice overwrites it, which is what
+  makes at-least-once delivery exactly-once in effect.
+
+Queries are InfluxQL on ``/query``, served alike by InfluxDB 1.x, 2.x (v1 compatibility API with a DBRP
+mapping) and 3.x. Writes use ``/write`` (all three) or the v2 API via influxdb-client (see ``ingest.writers``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+READING_MEASUREMENT = "reading"
+READING_TAGS = ("city", "site", "device", "sensor", "param")
+
+
+def _escape_tag(value: str) -> str:
+    return value.replace("\\", "\\\\").replace(",", "\\,").replace("=", "\\=").replace(" ", "\\ ")
+
+
+def _escape_field_string(value: str) -> str:
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _field(value: float | int | str | bool) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return f"{value}i"
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"InfluxDB cannot store the non-finite float {value}")
+        return repr(value)
+    return _escape_field_string(value)
+
+
+def line(
+    measurement: str,
+    tags: Mapping[str, str],
+    fields: Mapping[str, float | int | str | bool],
+    time_ms: int,
+) -> str:
+    """One line of line protocol. Tags are sorted (InfluxDB's own order, fastest to index)."""
+    tag_part = "".join(f",{_escape_tag(k)}={_escape_tag(v)}" for k, v in sorted(tags.items()) if v != "")
+    field_part = ",".join(f"{_escape_tag(k)}={_field(v)}" for k, v in fields.items())
+    if not field_part:
+        raise ValueError("a point needs at least one field")
+    return f"{_escape_tag(measurement)}{tag_part} {field_part} {time_ms}"
+
+
+@dataclass(frozen=True, slots=True)
+class StoredReading:
+    city: str
+    site: str
+    device: str
+    sensor: str
+    param: str
+    value: float
+    unit: str
+    t_ms: int
+    seq: int
+    flag: int | None = None
+
+    def to_line(self) -> str:
+        fields: dict[str, float | int | str] = {
+            "value": float(self.value),
+            "unit": self.unit,
+            "seq": self.seq,
+        }
+        if self.flag is not None:
+            fields["flag"] = self.flag
+        tags = {
+            "city": self.city,
+            "site": self.site,
+            "device": self.device,
+            "sensor": self.sensor,
+            "param": self.param,
+        }
+        return line(READING_MEASUREMENT, tags, fields, self.t_ms)
+
+
+class InfluxQueryError(RuntimeError):
+    pass
+
+
+def quote_ident(name: str) -> str:
+    return '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def quote_literal(value: str) -> str:
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+class InfluxV1:
+    """A thin synchronous client for the v1 HTTP API (``/ping``, ``/write``, ``/query``)."""
+
+    def __init__(
+        self,
+        url: str,
+        database: str,
+        *,
+        username: str | None = None,
+        password: str | None = None,
+        token: str | None = None,
+        timeout_s: float = 30.0,
+        client: httpx.Client | None = None,
+    ) -> None:
+        if not url.startswith(("http://", "https://")):
+            raise ValueError(f"InfluxDB url must start with http:// or https://, got {url!r}")
+        self.url = url.rstrip("/")
+        self.database = database
+        headers = {"Authorization": f"Token {token}"} if token else {}
+        auth = (username, password or "") if username else None
+        self._client = client or httpx.Client(base_url=self.url, timeout=timeout_s, headers=headers, auth=auth)
+
+    def close(self) -> None:
+        self._client.close()
+
+    def ping(self) -> bool:
+        try:
+            return self._client.get("/ping").status_code == 204
+        except httpx.HTTPError:
+            return False
+
+    def write_lines(self, lines: Iterable[str], precision: str = "ms") -> httpx.Response:
+        """POST lines to ``/write``; returns the response so callers can classify errors themselves."""
+        body = "\n".join(lines).encode()
+        return self._client.post("/write", params={"db": self.database, "precision": precision}, content=body)
+
+    def create_database(self) -> None:
+        self._post_query(f"CREATE DATABASE {quote_ident(self.database)}")
+
+    def _post_query(self, q: str) -> dict[str, Any]:
+        response = self._client.post("/query", params={"q": q, "db": self.database})
+        return self._result(response, q)
+
+    @staticmethod
+    def _result(response: httpx.Response, q: str) -> dict[str, Any]:
+        if response.status_code >= 400:
+            raise InfluxQueryError(f"InfluxDB answered {response.status_code} to {q!r}: {response.text[:300]}")
+        body: dict[str, Any] = response.json()
+        for result in body.get("results", []):
+            if "error" in result:
+                raise InfluxQueryError(f"InfluxQL error for {q!r}: {result['error']}")
+        return body
+
+    def query(self, q: str, epoch: str = "ms") -> list[dict[str, Any]]:
+        """Run one InfluxQL statement; return its rows as dicts (tags of GROUP BY included)."""
+        response = self._client.get("/query", params={"q": q, "db": self.database, "epoch": epoch})
+        body = self._result(response, q)
+        rows: list[dict[str, Any]] = []
+        for result in body.get("results", []):
+            for series in result.get("series", []):
+                tags = series.get("tags", {})
+                columns = series["columns"]
+                for values in series.get("values", []):
+                    row = dict(zip(columns, values, strict=True))
+                    row.update(tags)
+                    rows.append(row)
+        return rows
+
+    def count(self, measurement: str = READING_MEASUREMENT, field: str = "value", where: str = "") -> int:
+        clause = f" WHERE {where}" if where else ""
+        # Identifiers are quoted here; `where` is built by callers with quote_literal/quote_ident.
+        rows = self.query(f"SELECT count({quote_ident(field)}) FROM {quote_ident(measurement)}{clause}")  # noqa: S608
+        return int(rows[0]["count"]) if rows else 0

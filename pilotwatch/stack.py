@@ -1,0 +1,364 @@
+"""A local stack: Mosquitto and InfluxDB 1.x from the distribution's packages, run as user processes.
+
+In: a folder and two ports. Out: running ``mosquitto`` and ``influxd`` bound to loopback only, with their
+configuration, data, logs and pid files under that folder, answering before :meth:`LocalStack.up` returns.
+The demo command, ``pilotwatch stack up|down|status`` and the test suite all start services through this module,
+so the tests exercise exactly what an operator runs. Nothing here touches system-wide services.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import httpx
+
+from pilotwatch.influx import InfluxV1
+
+INSTALL_HINT = {
+    "mosquitto": "sudo apt-get install mosquitto   (Debian 12 / Ubuntu / Raspberry Pi OS)",
+    "influxd": "sudo apt-get install influxdb    (Debian 12 ships InfluxDB 1.6; Ubuntu: influxdb)",
+}
+SEARCH_PATH = ("/usr/sbin", "/usr/bin", "/usr/local/sbin", "/usr/local/bin")
+
+
+class StackError(RuntimeError):
+    """The stack could not be started or reached; the message says what to do."""
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nobody listens on right now (the OS picks it, so tests never collide)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def find_binary(name: str) -> str:
+    found = shutil.which(name) or next((str(Path(d) / name) for d in SEARCH_PATH if (Path(d) / name).is_file()), None)
+    if found is None:
+        raise StackError(f"{name} is not installed. Install it with:\n  {INSTALL_HINT[name]}")
+    return found
+
+
+@dataclass(frozen=True)
+class StackConfig:
+    root: Path
+    mqtt_port: int = 1883
+    influx_port: int = 8086
+    influx_rpc_port: int = 8088
+    database: str = "pilotwatch"
+    host: str = "127.0.0.1"
+
+    @property
+    def mqtt_url(self) -> str:
+        return f"mqtt://{self.host}:{self.mqtt_port}"
+
+    @property
+    def influx_url(self) -> str:
+        return f"http://{self.host}:{self.influx_port}"
+
+    @classmethod
+    def with_free_ports(cls, root: Path, database: str = "pilotwatch") -> StackConfig:
+        return cls(
+            root=root,
+            mqtt_port=free_port(),
+            influx_port=free_port(),
+            influx_rpc_port=free_port(),
+            database=database,
+        )
+
+
+# Why each Mosquitto setting has the value it has (see docs/operations.md for the full story):
+MOSQUITTO_CONF = """\
+# Written by pilotwatch stack; edit the template in pilotwatch/stack.py, not this file.
+listener {port} {host}
+allow_anonymous true
+# Keep sessions and queued QoS 1 messages across a broker restart.
+persistence true
+persistence_location {data}/
+autosave_interval 30
+# A persistent ingest session must not lose what was queued while ingest was away. The default (1000) silently
+# drops QoS 1 messages for a slow subscriber; 0 would be unbounded memory. Ingest acknowledges end to end and the
+# edge re-sends what was not acknowledged, so this is a bound on memory, not a promise of delivery.
+max_queued_messages 60000
+max_queued_bytes 0
+# Enough in flight to keep ingest busy; the MQTT 16-bit packet id space (65,535) is far away.
+max_inflight_messages 1000
+# Ingest's session survives a restart of ingest for a week; devices reconnect with clean sessions.
+persistent_client_expiration 7d
+log_dest file {log}
+log_type error
+log_type warning
+log_type notice
+connection_messages false
+{user_line}
+"""
+
+INFLUXDB_CONF = """\
+# Written by pilotwatch stack.
+reporting-disabled = true
+bind-address = "{host}:{rpc_port}"
+
+[meta]
+  dir = "{data}/meta"
+  logging-enabled = false
+
+[data]
+  dir = "{data}/data"
+  wal-dir = "{data}/wal"
+  query-log-enabled = false
+  trace-logging-enabled = false
+
+[coordinator]
+  log-queries-after = "0s"
+
+[retention]
+  enabled = true
+
+[monitor]
+  store-enabled = false
+
+[http]
+  enabled = true
+  bind-address = "{host}:{port}"
+  auth-enabled = false
+  log-enabled = false
+  max-body-size = 0
+
+[continuous_queries]
+  enabled = false
+
+[logging]
+  level = "warn"
+"""
+
+
+class LocalStack:
+    """Start, stop and query the one-machine stack whose state lives under ``config.root``."""
+
+    def __init__(self, config: StackConfig) -> None:
+        self.config = config
+        self.root = config.root
+        self._procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    # -- paths ---------------------------------------------------------------------------------------------
+    def _path(self, *parts: str) -> Path:
+        return self.root.joinpath(*parts)
+
+    @property
+    def state_file(self) -> Path:
+        return self._path("stack.json")
+
+    # -- lifecycle -----------------------------------------------------------------------------------------
+    def up(self, timeout_s: float = 30.0) -> None:
+        """Start both services (or reuse running ones of this folder) and wait until both answer."""
+        mosquitto = find_binary("mosquitto")
+        influxd = find_binary("influxd")
+        for sub in ("mosquitto", "influxdb", "logs", "run"):
+            self._path(sub).mkdir(parents=True, exist_ok=True)
+        self.state_file.write_text(json.dumps({k: str(v) for k, v in asdict(self.config).items()}))
+        # Reuse a service of this folder only if it answers on the configured port; a leftover from an earlier
+        # run with other ports (or a hung one) is replaced.
+        if self._alive("mosquitto") and not self._mqtt_answers():
+            self.stop_service("mosquitto")
+        if not self._alive("mosquitto"):
+            self._start_mosquitto(mosquitto)
+        if self._alive("influxd") and not self._influx_answers():
+            self.stop_service("influxd")
+        if not self._alive("influxd"):
+            self._start_influxd(influxd)
+        deadline = time.monotonic() + timeout_s
+        try:
+            self._wait_mqtt(deadline)
+            self._wait_influx(deadline)
+        except StackError:
+            self.down()
+            raise
+        InfluxV1(self.config.influx_url, self.config.database).create_database()
+
+    def down(self, timeout_s: float = 15.0) -> list[str]:
+        """Stop what runs from this folder; return the names of the services that were stopped."""
+        stopped = []
+        for name in ("mosquitto", "influxd"):
+            pid = self._pid(name)
+            if pid is None:
+                continue
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                self._pid_file(name).unlink(missing_ok=True)
+                continue
+            deadline = time.monotonic() + timeout_s
+            while self._pid_running(pid) and time.monotonic() < deadline:
+                proc = self._procs.get(name)
+                if proc is not None:
+                    proc.poll()
+                time.sleep(0.05)
+            if self._pid_running(pid):
+                os.kill(pid, signal.SIGKILL)
+            proc = self._procs.pop(name, None)
+            if proc is not None:
+                proc.wait(timeout=5)
+            self._pid_file(name).unlink(missing_ok=True)
+            stopped.append(name)
+        return stopped
+
+    def stop_service(self, name: str) -> None:
+        """Stop one service hard, as a crash or an outage would (used by failure tests)."""
+        pid = self._pid(name)
+        if pid is None:
+            return
+        os.kill(pid, signal.SIGKILL)
+        proc = self._procs.pop(name, None)
+        if proc is not None:
+            proc.wait(timeout=10)
+        self._pid_file(name).unlink(missing_ok=True)
+
+    def start_service(self, name: str, timeout_s: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        if name == "mosquitto":
+            self._start_mosquitto(find_binary("mosquitto"))
+            self._wait_mqtt(deadline)
+        elif name == "influxd":
+            self._start_influxd(find_binary("influxd"))
+            self._wait_influx(deadline)
+        else:
+            raise ValueError(f"unknown service {name!r}; expected 'mosquitto' or 'influxd'")
+
+    def status(self) -> dict[str, dict[str, object]]:
+        out: dict[str, dict[str, object]] = {}
+        checks = {
+            "mosquitto": (self.config.mqtt_port, self._mqtt_answers),
+            "influxd": (self.config.influx_port, self._influx_answers),
+        }
+        for name, (port, answers) in checks.items():
+            pid = self._pid(name)
+            out[name] = {
+                "pid": pid,
+                "running": pid is not None and self._pid_running(pid),
+                "port": port,
+                "answers": answers(),
+            }
+        return out
+
+    # -- internals -----------------------------------------------------------------------------------------
+    def _pid_file(self, name: str) -> Path:
+        return self._path("run", f"{name}.pid")
+
+    def _pid(self, name: str) -> int | None:
+        try:
+            return int(self._pid_file(name).read_text().strip())
+        except (OSError, ValueError):
+            return None
+
+    @staticmethod
+    def _pid_running(pid: int) -> bool:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            return True
+        return stat.rsplit(")", 1)[-1].split()[0] != "Z"
+
+    def _alive(self, name: str) -> bool:
+        pid = self._pid(name)
+        return pid is not None and self._pid_running(pid)
+
+    def _spawn(self, name: str, argv: list[str]) -> None:
+        log = self._path("logs", f"{name}.out").open("ab")
+        # A new session: the services outlive `pilotwatch stack up` and ignore the terminal's Ctrl-C.
+        proc = subprocess.Popen(
+            argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+        )
+        log.close()
+        self._procs[name] = proc
+        self._pid_file(name).write_text(str(proc.pid))
+
+    def _start_mosquitto(self, binary: str) -> None:
+        data = self._path("mosquitto")
+        # Mosquitto started as root drops to user 'mosquitto', which cannot write our folder; stay who we are.
+        user = getpass.getuser()
+        conf = MOSQUITTO_CONF.format(
+            port=self.config.mqtt_port,
+            host=self.config.host,
+            data=data,
+            log=self._path("logs", "mosquitto.log"),
+            user_line=f"user {user}",
+        )
+        conf_path = self._path("mosquitto", "mosquitto.conf")
+        conf_path.write_text(conf)
+        self._spawn("mosquitto", [binary, "-c", str(conf_path)])
+
+    def _start_influxd(self, binary: str) -> None:
+        data = self._path("influxdb")
+        conf = INFLUXDB_CONF.format(
+            host=self.config.host,
+            port=self.config.influx_port,
+            rpc_port=self.config.influx_rpc_port,
+            data=data,
+        )
+        conf_path = self._path("influxdb", "influxdb.conf")
+        conf_path.write_text(conf)
+        self._spawn("influxd", [binary, "-config", str(conf_path)])
+
+    def _mqtt_answers(self) -> bool:
+        # A CONNECT with a CONNACK back is the only proof the broker serves MQTT, not just that a port is open.
+        connect = bytes.fromhex("100f00044d5154540402003c0003") + b"pw?"
+        try:
+            with socket.create_connection((self.config.host, self.config.mqtt_port), timeout=1.0) as sock:
+                sock.sendall(connect)
+                return sock.recv(4)[:1] == b"\x20"
+        except OSError:
+            return False
+
+    def _influx_answers(self) -> bool:
+        try:
+            return httpx.get(f"{self.config.influx_url}/ping", timeout=1.0).status_code == 204
+        except httpx.HTTPError:
+            return False
+
+    def _wait(self, name: str, answers: object, deadline: float) -> None:
+        assert callable(answers)
+        while time.monotonic() < deadline:
+            if answers():
+                return
+            proc = self._procs.get(name)
+            if proc is not None and proc.poll() is not None:
+                break
+            time.sleep(0.1)
+        log = self._path("logs", f"{name}.out")
+        tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
+        raise StackError(f"{name} did not answer on {self.config.host}; its output:\n{tail}")
+
+    def _wait_mqtt(self, deadline: float) -> None:
+        self._wait("mosquitto", self._mqtt_answers, deadline)
+
+    def _wait_influx(self, deadline: float) -> None:
+        self._wait("influxd", self._influx_answers, deadline)
+
+
+def load_stack(root: Path) -> LocalStack:
+    """The stack recorded in ``root/stack.json`` by an earlier ``up``."""
+    state = json.loads((root / "stack.json").read_text())
+    config = StackConfig(
+        root=root,
+        mqtt_port=int(state["mqtt_port"]),
+        influx_port=int(state["influx_port"]),
+        influx_rpc_port=int(state["influx_rpc_port"]),
+        database=state["database"],
+        host=state["host"],
+    )
+    return LocalStack(config)

@@ -1,0 +1,454 @@
+"""Wire format v1: MQTT topics and JSON payloads between edge devices and ingest.
+
+Contract (see docs/wire-format.md for the prose version):
+
+- Every topic lives under :data:`TOPIC_ROOT` (``pilotwatch/v1``) and names exactly one device, so a broker ACL
+  with ``%u`` = device id can confine each device to its own topics.
+- ``.../devices/<id>/readings`` (device → ingest, QoS 1): one :class:`ReadingsMessage`, a batch of readings with
+  a per-device sequence number that only increases, also across restarts.
+- ``.../devices/<id>/status`` (device → all, QoS 1, retained): one :class:`StatusMessage`; the device's last
+  will publishes ``state: "lost"`` on the same topic.
+- ``.../devices/<id>/ack`` (ingest → device, QoS 1): one :class:`AckMessage` naming the sequence numbers whose
+  readings are safely stored.
+
+This module is the only validator of these payloads. The publisher encodes with it and ingest decodes with it,
+so a message the edge can produce is by construction one ingest accepts. Structural problems of a message raise
+:class:`WireError` with a :class:`Reason`; problems of a single reading inside an otherwise sound message are
+returned beside the good readings so that one bad value never costs its neighbours.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+WIRE_VERSION = 1
+TOPIC_ROOT = "pilotwatch/v1"
+DEVICE_ID_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]{1,47}$")
+SENSOR_ID_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
+MAX_PAYLOAD_BYTES = 256 * 1024
+MAX_READINGS_PER_MESSAGE = 1000
+MAX_TOPIC_LENGTH = 256
+MAX_UNIT_LENGTH = 16
+# Sample times are epoch milliseconds (UTC). Anything outside 2000-01-01 .. 2100-01-01 is not a clock reading
+# but garbage (an RTC that lost power reports 1970 or 2000); ingest applies the tighter, manifest-aware checks.
+MIN_TIME_MS = 946_684_800_000
+MAX_TIME_MS = 4_102_444_800_000
+MAX_SEQ = 2**63 - 1
+
+
+class Channel(enum.StrEnum):
+    READINGS = "readings"
+    STATUS = "status"
+    ACK = "ack"
+
+
+class Reason(enum.StrEnum):
+    """Why a payload or a reading was refused. Stable strings: they are stored with dead letters."""
+
+    PAYLOAD_TOO_LARGE = "payload_too_large"
+    BAD_JSON = "bad_json"
+    NOT_AN_OBJECT = "not_an_object"
+    BAD_VERSION = "bad_version"
+    MISSING_FIELD = "missing_field"
+    UNKNOWN_FIELD = "unknown_field"
+    BAD_TYPE = "bad_type"
+    NON_FINITE = "non_finite"
+    BAD_DEVICE_ID = "bad_device_id"
+    BAD_TOPIC = "bad_topic"
+    TOPIC_MISMATCH = "topic_mismatch"
+    EMPTY_BATCH = "empty_batch"
+    TOO_MANY_READINGS = "too_many_readings"
+    BAD_SEQUENCE = "bad_sequence"
+    BAD_TIMESTAMP = "bad_timestamp"
+    BAD_SENSOR_ID = "bad_sensor_id"
+    BAD_UNIT = "bad_unit"
+    # Reasons below are decided by ingest against the manifest, listed here so every reason has one home.
+    UNKNOWN_DEVICE = "unknown_device"
+    UNKNOWN_SENSOR = "unknown_sensor"
+    WRONG_PARAMETER = "wrong_parameter"
+    WRONG_UNIT = "wrong_unit"
+    OUT_OF_RANGE = "out_of_range"
+    FUTURE_TIMESTAMP = "future_timestamp"
+    BEFORE_COMMISSIONING = "before_commissioning"
+    DUPLICATE = "duplicate"
+    WRITE_REJECTED = "write_rejected"
+
+
+class WireError(ValueError):
+    """A payload that cannot be accepted at all. ``reason`` is machine-readable, ``detail`` says what was seen."""
+
+    def __init__(self, reason: Reason, detail: str) -> None:
+        super().__init__(f"{reason.value}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+def device_topic(device_id: str, channel: Channel) -> str:
+    return f"{TOPIC_ROOT}/devices/{device_id}/{channel.value}"
+
+
+def readings_topic(device_id: str) -> str:
+    return device_topic(device_id, Channel.READINGS)
+
+
+def status_topic(device_id: str) -> str:
+    return device_topic(device_id, Channel.STATUS)
+
+
+def ack_topic(device_id: str) -> str:
+    return device_topic(device_id, Channel.ACK)
+
+
+READINGS_SUBSCRIPTION = f"{TOPIC_ROOT}/devices/+/{Channel.READINGS.value}"
+STATUS_SUBSCRIPTION = f"{TOPIC_ROOT}/devices/+/{Channel.STATUS.value}"
+
+
+def parse_topic(topic: str) -> tuple[str, Channel]:
+    """Split a device topic into (device id, channel); raise :class:`WireError` for anything else."""
+    if len(topic) > MAX_TOPIC_LENGTH:
+        raise WireError(Reason.BAD_TOPIC, f"topic is {len(topic)} characters, limit {MAX_TOPIC_LENGTH}")
+    prefix = f"{TOPIC_ROOT}/devices/"
+    if not topic.startswith(prefix):
+        raise WireError(Reason.BAD_TOPIC, f"topic {topic!r} is not under {prefix!r}")
+    parts = topic[len(prefix) :].split("/")
+    if len(parts) != 2:
+        raise WireError(Reason.BAD_TOPIC, f"topic {topic!r} must be {prefix}<device>/<channel>")
+    device_id, channel_name = parts
+    if not DEVICE_ID_PATTERN.match(device_id):
+        raise WireError(
+            Reason.BAD_DEVICE_ID,
+            f"device id {device_id!r} in topic does not match {DEVICE_ID_PATTERN.pattern}",
+        )
+    try:
+        channel = Channel(channel_name)
+    except ValueError:
+        expected = ", ".join(c.value for c in Channel)
+        raise WireError(Reason.BAD_TOPIC, f"channel {channel_name!r} is not one of {expected}") from None
+    return device_id, channel
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """One sample: taken at ``t_ms`` (epoch ms UTC, set at the sensor) by sensor ``sensor`` of the device."""
+
+    t_ms: int
+    sensor: str
+    param: str
+    value: float
+    unit: str
+    flag: int | None = None  # QC flag assigned on the edge (QARTOD value), if any
+
+    def to_wire(self) -> dict[str, Any]:
+        item: dict[str, Any] = {
+            "t": self.t_ms,
+            "sensor": self.sensor,
+            "param": self.param,
+            "value": self.value,
+            "unit": self.unit,
+        }
+        if self.flag is not None:
+            item["flag"] = self.flag
+        return item
+
+
+@dataclass(frozen=True, slots=True)
+class ReadingsMessage:
+    device: str
+    seq: int
+    sent_ms: int
+    readings: tuple[Reading, ...]
+
+    def encode(self) -> bytes:
+        payload = {
+            "v": WIRE_VERSION,
+            "device": self.device,
+            "seq": self.seq,
+            "sent": self.sent_ms,
+            "readings": [r.to_wire() for r in self.readings],
+        }
+        data = json.dumps(payload, separators=(",", ":"), allow_nan=False).encode()
+        if len(data) > MAX_PAYLOAD_BYTES:
+            raise WireError(Reason.PAYLOAD_TOO_LARGE, f"{len(data)} bytes, limit {MAX_PAYLOAD_BYTES}")
+        return data
+
+
+@dataclass(frozen=True, slots=True)
+class RejectedReading:
+    index: int
+    raw: Any
+    reason: Reason
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class DecodedReadings:
+    message: ReadingsMessage
+    rejected: tuple[RejectedReading, ...] = field(default=())
+
+
+_MESSAGE_KEYS = frozenset({"v", "device", "seq", "sent", "readings"})
+_READING_KEYS = frozenset({"t", "sensor", "param", "value", "unit", "flag"})
+_READING_REQUIRED = ("t", "sensor", "param", "value", "unit")
+_QARTOD_FLAGS = frozenset({1, 2, 3, 4, 9})
+
+
+def _refuse_constant(name: str) -> Any:
+    raise WireError(Reason.NON_FINITE, f"JSON constant {name} is not a number")
+
+
+def _load_object(payload: bytes) -> dict[str, Any]:
+    if len(payload) > MAX_PAYLOAD_BYTES:
+        raise WireError(Reason.PAYLOAD_TOO_LARGE, f"{len(payload)} bytes, limit {MAX_PAYLOAD_BYTES}")
+    try:
+        obj = json.loads(payload, parse_constant=_refuse_constant)
+    except WireError:
+        raise
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise WireError(Reason.BAD_JSON, str(exc)[:200]) from None
+    if not isinstance(obj, dict):
+        raise WireError(Reason.NOT_AN_OBJECT, f"payload is a JSON {type(obj).__name__}, expected an object")
+    return obj
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_common(obj: dict[str, Any], topic_device: str, keys: frozenset[str], required: tuple[str, ...]) -> None:
+    unknown = set(obj) - keys
+    if unknown:
+        raise WireError(Reason.UNKNOWN_FIELD, f"unknown field(s) {sorted(unknown)}; allowed {sorted(keys)}")
+    for name in required:
+        if name not in obj:
+            raise WireError(Reason.MISSING_FIELD, f"field {name!r} is required")
+    if obj["v"] != WIRE_VERSION or not _is_int(obj["v"]):
+        raise WireError(Reason.BAD_VERSION, f"v={obj['v']!r}, this ingest speaks v{WIRE_VERSION}")
+    device = obj["device"]
+    if not isinstance(device, str) or not DEVICE_ID_PATTERN.match(device):
+        raise WireError(Reason.BAD_DEVICE_ID, f"device {device!r} does not match {DEVICE_ID_PATTERN.pattern}")
+    if device != topic_device:
+        raise WireError(Reason.TOPIC_MISMATCH, f"payload device {device!r} published on topic of {topic_device!r}")
+
+
+def _check_time(value: Any, name: str) -> int:
+    if not _is_int(value):
+        raise WireError(Reason.BAD_TYPE, f"{name} must be an integer (epoch ms), got {type(value).__name__}")
+    if not MIN_TIME_MS <= value <= MAX_TIME_MS:
+        raise WireError(Reason.BAD_TIMESTAMP, f"{name}={value} is outside 2000-01-01..2100-01-01 in epoch ms")
+    return int(value)
+
+
+def _decode_reading(item: Any) -> Reading:
+    if not isinstance(item, dict):
+        raise WireError(Reason.BAD_TYPE, f"reading is a JSON {type(item).__name__}, expected an object")
+    unknown = set(item) - _READING_KEYS
+    if unknown:
+        raise WireError(Reason.UNKNOWN_FIELD, f"unknown reading field(s) {sorted(unknown)}")
+    for name in _READING_REQUIRED:
+        if name not in item:
+            raise WireError(Reason.MISSING_FIELD, f"reading field {name!r} is required")
+    t_ms = _check_time(item["t"], "t")
+    sensor = item["sensor"]
+    if not isinstance(sensor, str) or not SENSOR_ID_PATTERN.match(sensor):
+        raise WireError(Reason.BAD_SENSOR_ID, f"sensor {sensor!r} does not match {SENSOR_ID_PATTERN.pattern}")
+    param = item["param"]
+    if not isinstance(param, str) or not SENSOR_ID_PATTERN.match(param):
+        raise WireError(Reason.BAD_TYPE, f"param {param!r} must be a lowercase identifier")
+    value = item["value"]
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise WireError(Reason.BAD_TYPE, f"value must be a number, got {type(value).__name__} {str(value)[:40]!r}")
+    value = float(value)
+    if not math.isfinite(value):
+        raise WireError(Reason.NON_FINITE, f"value {value} is not finite")
+    unit = item["unit"]
+    if not isinstance(unit, str) or not 0 < len(unit) <= MAX_UNIT_LENGTH:
+        raise WireError(Reason.BAD_UNIT, f"unit must be a string of 1..{MAX_UNIT_LENGTH} characters, got {unit!r}")
+    flag = item.get("flag")
+    if flag is not None and (not _is_int(flag) or flag not in _QARTOD_FLAGS):
+        raise WireError(Reason.BAD_TYPE, f"flag {flag!r} is not a QARTOD flag {sorted(_QARTOD_FLAGS)}")
+    return Reading(t_ms=t_ms, sensor=sensor, param=param, value=value, unit=unit, flag=flag)
+
+
+def decode_readings(topic: str, payload: bytes) -> DecodedReadings:
+    """Validate a readings payload published on ``topic``.
+
+    Raises :class:`WireError` when the message as a whole is unusable. Readings that are individually bad are
+    returned in ``rejected`` with their index, raw form and reason; the rest are in ``message.readings``.
+    """
+    topic_device, channel = parse_topic(topic)
+    if channel is not Channel.READINGS:
+        raise WireError(Reason.BAD_TOPIC, f"expected a {Channel.READINGS.value} topic, got {channel.value}")
+    obj = _load_object(payload)
+    _check_common(obj, topic_device, _MESSAGE_KEYS, ("v", "device", "seq", "sent", "readings"))
+    seq = obj["seq"]
+    if not _is_int(seq) or not 0 <= seq <= MAX_SEQ:
+        raise WireError(Reason.BAD_SEQUENCE, f"seq must be a non-negative 64-bit integer, got {seq!r}")
+    sent_ms = _check_time(obj["sent"], "sent")
+    items = obj["readings"]
+    if not isinstance(items, list):
+        raise WireError(Reason.BAD_TYPE, f"readings must be a list, got {type(items).__name__}")
+    if not items:
+        raise WireError(Reason.EMPTY_BATCH, "readings is empty")
+    if len(items) > MAX_READINGS_PER_MESSAGE:
+        raise WireError(Reason.TOO_MANY_READINGS, f"{len(items)} readings, limit {MAX_READINGS_PER_MESSAGE}")
+    good: list[Reading] = []
+    rejected: list[RejectedReading] = []
+    for index, item in enumerate(items):
+        try:
+            good.append(_decode_reading(item))
+        except WireError as exc:
+            rejected.append(RejectedReading(index, item, exc.reason, exc.detail))
+    message = ReadingsMessage(device=topic_device, seq=int(seq), sent_ms=sent_ms, readings=tuple(good))
+    return DecodedReadings(message=message, rejected=tuple(rejected))
+
+
+class DeviceState(enum.StrEnum):
+    ONLINE = "online"
+    OFFLINE = "offline"  # said by the device itself on a clean shutdown
+    LOST = "lost"  # said by the broker, from the last will
+
+
+@dataclass(frozen=True, slots=True)
+class StatusMessage:
+    """Retained device health. Everything but ``device``, ``state`` and ``t_ms`` is optional."""
+
+    device: str
+    state: DeviceState
+    t_ms: int
+    battery_pct: float | None = None
+    signal_dbm: float | None = None
+    uptime_s: float | None = None
+    buffer_depth: int | None = None
+    oldest_unsent_ms: int | None = None
+    disk_free_mb: float | None = None
+    last_seq: int | None = None
+    sensors: dict[str, str] = field(default_factory=dict)
+
+    _OPTIONAL_NUMBERS = (
+        ("battery_pct", "battery_pct"),
+        ("signal_dbm", "signal_dbm"),
+        ("uptime_s", "uptime_s"),
+        ("disk_free_mb", "disk_free_mb"),
+    )
+    _OPTIONAL_INTS = (
+        ("buffer_depth", "buffer_depth"),
+        ("oldest_unsent", "oldest_unsent_ms"),
+        ("last_seq", "last_seq"),
+    )
+
+    def encode(self) -> bytes:
+        payload: dict[str, Any] = {
+            "v": WIRE_VERSION,
+            "device": self.device,
+            "state": self.state.value,
+            "t": self.t_ms,
+        }
+        for wire_name, attr in (*self._OPTIONAL_NUMBERS, *self._OPTIONAL_INTS):
+            value = getattr(self, attr)
+            if value is not None:
+                payload[wire_name] = value
+        if self.sensors:
+            payload["sensors"] = dict(self.sensors)
+        return json.dumps(payload, separators=(",", ":"), allow_nan=False).encode()
+
+
+_STATUS_KEYS = frozenset(
+    {
+        "v",
+        "device",
+        "state",
+        "t",
+        "battery_pct",
+        "signal_dbm",
+        "uptime_s",
+        "buffer_depth",
+        "oldest_unsent",
+        "disk_free_mb",
+        "last_seq",
+        "sensors",
+    }
+)
+
+
+def decode_status(topic: str, payload: bytes) -> StatusMessage:
+    topic_device, channel = parse_topic(topic)
+    if channel is not Channel.STATUS:
+        raise WireError(Reason.BAD_TOPIC, f"expected a {Channel.STATUS.value} topic, got {channel.value}")
+    obj = _load_object(payload)
+    _check_common(obj, topic_device, _STATUS_KEYS, ("v", "device", "state", "t"))
+    try:
+        state = DeviceState(obj["state"])
+    except ValueError:
+        raise WireError(
+            Reason.BAD_TYPE, f"state {obj['state']!r} is not one of {[s.value for s in DeviceState]}"
+        ) from None
+    values: dict[str, Any] = {}
+    for wire_name, attr in StatusMessage._OPTIONAL_NUMBERS:
+        value = obj.get(wire_name)
+        if value is not None:
+            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+                raise WireError(Reason.BAD_TYPE, f"{wire_name} must be a finite number, got {value!r}")
+            values[attr] = float(value)
+    for wire_name, attr in StatusMessage._OPTIONAL_INTS:
+        value = obj.get(wire_name)
+        if value is not None:
+            if not _is_int(value) or value < 0:
+                raise WireError(Reason.BAD_TYPE, f"{wire_name} must be a non-negative integer, got {value!r}")
+            values[attr] = int(value)
+    sensors = obj.get("sensors", {})
+    if not isinstance(sensors, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in sensors.items()):
+        raise WireError(Reason.BAD_TYPE, "sensors must map sensor id to a health word")
+    return StatusMessage(
+        device=topic_device, state=state, t_ms=_check_time(obj["t"], "t"), sensors=dict(sensors), **values
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class AckMessage:
+    """Ingest's end-to-end acknowledgement: every sequence number ``<= stored_through`` is safely stored, and so
+    are the listed ``ranges`` (inclusive ``[first, last]`` pairs) above it."""
+
+    device: str
+    stored_through: int
+    ranges: tuple[tuple[int, int], ...] = ()
+    t_ms: int = 0
+
+    def encode(self) -> bytes:
+        payload = {
+            "v": WIRE_VERSION,
+            "device": self.device,
+            "stored_through": self.stored_through,
+            "ranges": [list(r) for r in self.ranges],
+            "t": self.t_ms,
+        }
+        return json.dumps(payload, separators=(",", ":")).encode()
+
+
+_ACK_KEYS = frozenset({"v", "device", "stored_through", "ranges", "t"})
+
+
+def decode_ack(topic: str, payload: bytes) -> AckMessage:
+    topic_device, channel = parse_topic(topic)
+    if channel is not Channel.ACK:
+        raise WireError(Reason.BAD_TOPIC, f"expected an {Channel.ACK.value} topic, got {channel.value}")
+    obj = _load_object(payload)
+    _check_common(obj, topic_device, _ACK_KEYS, ("v", "device", "stored_through", "t"))
+    through = obj["stored_through"]
+    if not _is_int(through) or through < -1:
+        raise WireError(Reason.BAD_SEQUENCE, f"stored_through must be an integer >= -1, got {through!r}")
+    ranges: list[tuple[int, int]] = []
+    for pair in obj.get("ranges", []):
+        if not (isinstance(pair, list) and len(pair) == 2 and all(_is_int(x) for x in pair) and pair[0] <= pair[1]):
+            raise WireError(Reason.BAD_TYPE, f"range {pair!r} must be [first, last] with first <= last")
+        ranges.append((int(pair[0]), int(pair[1])))
+    return AckMessage(
+        device=topic_device,
+        stored_through=int(through),
+        ranges=tuple(ranges),
+        t_ms=_check_time(obj["t"], "t"),
+    )
