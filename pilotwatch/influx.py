@@ -128,6 +128,12 @@ class InfluxV1:
     def close(self) -> None:
         self._client.close()
 
+    def __enter__(self) -> InfluxV1:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def ping(self) -> bool:
         try:
             return self._client.get("/ping").status_code == 204
@@ -140,9 +146,13 @@ class InfluxV1:
         return self._client.post("/write", params={"db": self.database, "precision": precision}, content=body)
 
     def create_database(self) -> None:
-        self._post_query(f"CREATE DATABASE {quote_ident(self.database)}")
+        self.execute(f"CREATE DATABASE {quote_ident(self.database)}")
 
-    def _post_query(self, q: str) -> dict[str, Any]:
+    def drop_database(self) -> None:
+        self.execute(f"DROP DATABASE {quote_ident(self.database)}")
+
+    def execute(self, q: str) -> dict[str, Any]:
+        """Run a statement that changes state (CREATE, DROP, DELETE): InfluxDB 1.x wants those as POST."""
         response = self._client.post("/query", params={"q": q, "db": self.database})
         return self._result(response, q)
 

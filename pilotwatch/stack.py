@@ -182,7 +182,8 @@ class LocalStack:
         except StackError:
             self.down()
             raise
-        InfluxV1(self.config.influx_url, self.config.database).create_database()
+        with InfluxV1(self.config.influx_url, self.config.database) as client:
+            client.create_database()
 
     def down(self, timeout_s: float = 15.0) -> list[str]:
         """Stop what runs from this folder; return the names of the services that were stopped."""

@@ -45,7 +45,7 @@ def influx(stack: LocalStack, request: pytest.FixtureRequest) -> Iterator[Influx
     client = InfluxV1(stack.config.influx_url, name)
     client.create_database()
     yield client
-    client.query(f'DROP DATABASE "{name}"')
+    client.drop_database()
     client.close()
 
 
