@@ -1,0 +1,175 @@
+"""Dependencies of the routes: settings, manifest, store, the caller's key, and the permission checks.
+
+Permission checks live here, not in the routes: a route that takes :data:`ScopedSite` or :data:`ScopedDevice`
+cannot run for a site outside the caller's scope, and one that takes :data:`EvaluatorKey` cannot run for an
+operator. Unknown ids get 404, known ones outside the scope 403, each with a detail that says which.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Path, Query, Request, Security, status
+from fastapi.security import APIKeyHeader
+
+from api.keys import ApiKeyRecord, KeyStore
+from api.settings import ApiSettings
+from api.store import ReadingStore
+from pilotwatch.manifest import City, Device, Manifest, Role, Site
+
+API_KEY_HEADER = "X-API-Key"
+_api_key = APIKeyHeader(name=API_KEY_HEADER, auto_error=False, description="key from `pilotwatch api keys add`")
+
+
+def get_settings(request: Request) -> ApiSettings:
+    settings: ApiSettings = request.app.state.settings
+    return settings
+
+
+def get_manifest(request: Request) -> Manifest:
+    manifest: Manifest = request.app.state.manifest
+    return manifest
+
+
+def get_store(request: Request) -> ReadingStore:
+    store: ReadingStore = request.app.state.store
+    return store
+
+
+def get_keys(request: Request) -> KeyStore:
+    keys: KeyStore = request.app.state.keys
+    return keys
+
+
+SettingsDep = Annotated[ApiSettings, Depends(get_settings)]
+ManifestDep = Annotated[Manifest, Depends(get_manifest)]
+StoreDep = Annotated[ReadingStore, Depends(get_store)]
+KeyStoreDep = Annotated[KeyStore, Depends(get_keys)]
+
+
+def get_current_key(keys: KeyStoreDep, key: Annotated[str | None, Security(_api_key)]) -> ApiKeyRecord:
+    if not key:
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED, detail=f"missing API key: send it in the {API_KEY_HEADER} header"
+        )
+    record = keys.authenticate(key)
+    if record is None:
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, detail="invalid API key")
+    return record
+
+
+CurrentKey = Annotated[ApiKeyRecord, Depends(get_current_key)]
+
+
+def require_roles(*roles: Role) -> Callable[[ApiKeyRecord], ApiKeyRecord]:
+    allowed = " or ".join(r.value for r in roles)
+
+    def check(key: CurrentKey) -> ApiKeyRecord:
+        if key.role not in roles:
+            raise HTTPException(
+                status.HTTP_403_FORBIDDEN,
+                detail=f"this needs role {allowed}; key {key.name!r} has role {key.role.value}",
+            )
+        return key
+
+    return check
+
+
+EvaluatorKey = Annotated[ApiKeyRecord, Depends(require_roles(Role.EVALUATOR, Role.ADMIN))]
+
+
+@dataclass(frozen=True, slots=True)
+class SiteInScope:
+    city: City
+    site: Site
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceInScope:
+    city: City
+    site: Site
+    device: Device
+
+
+def site_in_scope(manifest: Manifest, key: ApiKeyRecord, site_id: str) -> SiteInScope:
+    try:
+        city, site = manifest.site(site_id)
+    except KeyError:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"unknown site {site_id!r}") from None
+    if not key.can_read_site(city.id, site.id):
+        raise HTTPException(status.HTTP_403_FORBIDDEN, detail=f"key {key.name!r} has no access to site {site_id!r}")
+    return SiteInScope(city, site)
+
+
+def device_in_scope(manifest: Manifest, key: ApiKeyRecord, device_id: str) -> DeviceInScope:
+    placement = manifest.device_index().get(device_id)
+    if placement is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"unknown device {device_id!r}")
+    if not key.can_read_site(placement.city.id, placement.site.id):
+        raise HTTPException(status.HTTP_403_FORBIDDEN, detail=f"key {key.name!r} has no access to device {device_id!r}")
+    return DeviceInScope(placement.city, placement.site, placement.device)
+
+
+def scoped_site_path(manifest: ManifestDep, key: CurrentKey, site_id: Annotated[str, Path()]) -> SiteInScope:
+    return site_in_scope(manifest, key, site_id)
+
+
+def scoped_device_path(manifest: ManifestDep, key: CurrentKey, device_id: Annotated[str, Path()]) -> DeviceInScope:
+    return device_in_scope(manifest, key, device_id)
+
+
+def scoped_device_query(
+    manifest: ManifestDep, key: CurrentKey, device: Annotated[str, Query(description="device id")]
+) -> DeviceInScope:
+    return device_in_scope(manifest, key, device)
+
+
+def export_site_query(
+    manifest: ManifestDep, key: EvaluatorKey, site: Annotated[str, Query(description="site id")]
+) -> SiteInScope:
+    return site_in_scope(manifest, key, site)
+
+
+ScopedSite = Annotated[SiteInScope, Depends(scoped_site_path)]
+ScopedDevice = Annotated[DeviceInScope, Depends(scoped_device_path)]
+ScopedDeviceQuery = Annotated[DeviceInScope, Depends(scoped_device_query)]
+ExportSite = Annotated[SiteInScope, Depends(export_site_query)]
+
+
+def parse_time(name: str, value: str) -> dt.datetime:
+    """An ISO 8601 time with a UTC offset (``Z`` or ``+07:00``); naive times are refused, not guessed."""
+    try:
+        parsed = dt.datetime.fromisoformat(value)
+    except ValueError:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            detail=f"query parameter {name!r}: {value!r} is not an ISO 8601 time, e.g. 2026-03-01T00:00:00Z",
+        ) from None
+    if parsed.tzinfo is None:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            detail=f"query parameter {name!r}: {value!r} has no UTC offset; add Z or an offset such as +07:00",
+        )
+    return parsed.astimezone(dt.UTC)
+
+
+def check_range(start: dt.datetime, end: dt.datetime) -> None:
+    if end <= start:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            detail=f"query parameter 'end' ({end.isoformat()}) must be after 'start' ({start.isoformat()})",
+        )
+
+
+EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
+def to_ms(when: dt.datetime) -> int:
+    return (when - EPOCH) // dt.timedelta(milliseconds=1)
+
+
+def from_ms(t_ms: int) -> dt.datetime:
+    return EPOCH + dt.timedelta(milliseconds=t_ms)

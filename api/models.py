@@ -1,0 +1,145 @@
+"""Response models, one family per entity (``XPublic`` for one, ``XsPublic`` for a list)."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from pydantic import BaseModel, ConfigDict
+
+from pilotwatch.manifest import LimitStatistic, Parameter, Period, Role, SiteKind, SiteRole
+
+
+class Public(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class HealthPublic(Public):
+    status: str
+    influxdb: str
+    version: str
+
+
+class LimitPublic(Public):
+    limit_set: str
+    standard: str
+    citation: str
+    param: Parameter
+    min: float | None
+    max: float | None
+    statistic: LimitStatistic
+    confirmed: bool
+    note: str
+
+
+class SensorPublic(Public):
+    id: str
+    param: Parameter
+    unit: str
+    interval_s: float
+    valid_range: tuple[float, float]
+
+
+class DevicePublic(Public):
+    id: str
+    model: str
+    commissioned: dt.date
+    sensors: list[SensorPublic]
+
+
+class LocationPublic(Public):
+    lat: float
+    lon: float
+    description: str
+
+
+class PeriodsPublic(Public):
+    baseline: Period
+    intervention: Period
+
+
+class SitePublic(Public):
+    id: str
+    name: str
+    city: str
+    city_name: str
+    timezone: str
+    kind: SiteKind
+    role: SiteRole
+    location: LocationPublic
+    periods: PeriodsPublic
+    limits: list[LimitPublic]
+    devices: list[DevicePublic]
+
+
+class SitesPublic(Public):
+    data: list[SitePublic]
+    count: int
+
+
+class LatestReadingPublic(Public):
+    device: str
+    sensor: str
+    param: str
+    value: float
+    unit: str
+    time: dt.datetime
+    """Sample time, set at the sensor."""
+    qc_flag: int | None
+    """QARTOD flag from analytics; null while the reading has not been evaluated."""
+    edge_flag: int | None
+    """Flag the edge attached, when it sent one."""
+
+
+class SiteLatestPublic(Public):
+    site: str
+    data: list[LatestReadingPublic]
+    count: int
+
+
+class SeriesPointPublic(Public):
+    time: dt.datetime
+    value: float
+    qc_flag: int | None
+    edge_flag: int | None
+
+
+class SeriesPublic(Public):
+    device: str
+    sensor: str
+    param: Parameter
+    unit: str
+    start: dt.datetime
+    end: dt.datetime
+    limit: int
+    truncated: bool
+    """True when the range holds more points than ``limit``; ask again from the last point's time."""
+    count: int
+    data: list[SeriesPointPublic]
+
+
+class DeviceHealthPublic(Public):
+    device: str
+    city: str
+    site: str
+    state: str
+    """online / offline / lost as the device (or its last will) said; ``never_seen`` before its first status."""
+    status_time: dt.datetime | None
+    battery_pct: float | None
+    signal_dbm: float | None
+    uptime_s: float | None
+    buffer_depth: int | None
+    """Readings waiting in the edge buffer."""
+    oldest_unsent: dt.datetime | None
+    """Sample time of the oldest reading still in the edge buffer."""
+    disk_free_mb: float | None
+    last_seq: int | None
+    last_reading_time: dt.datetime | None
+    last_seen: dt.datetime | None
+    """The later of the last status and the last reading stored."""
+
+
+class ApiKeyScopePublic(Public):
+    name: str
+    role: Role
+    cities: list[str]
+    sites: list[str]

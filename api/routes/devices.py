@@ -1,0 +1,49 @@
+"""``GET /devices/{device_id}/health``: the latest ``device_status`` point and the last reading stored."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+
+from api.deps import ScopedDevice, StoreDep, from_ms
+from api.models import DeviceHealthPublic
+
+router = APIRouter(prefix="/devices", tags=["devices"])
+
+
+def _float(row: dict[str, Any] | None, name: str) -> float | None:
+    value = None if row is None else row.get(name)
+    return None if value is None else float(value)
+
+
+def _int(row: dict[str, Any] | None, name: str) -> int | None:
+    value = None if row is None else row.get(name)
+    return None if value is None else int(value)
+
+
+@router.get("/{device_id}/health", response_model=DeviceHealthPublic)
+def device_health(store: StoreDep, scoped: ScopedDevice) -> DeviceHealthPublic:
+    device_id = scoped.device.id
+    status_row = store.device_status(device_id)
+    last_reading_ms = store.last_reading_ms(device_id)
+    status_ms = _int(status_row, "time")
+    oldest_unsent_ms = _int(status_row, "oldest_unsent_ms")
+    seen = [t for t in (status_ms, last_reading_ms) if t is not None]
+    state = status_row.get("state") if status_row is not None else None
+    return DeviceHealthPublic(
+        device=device_id,
+        city=scoped.city.id,
+        site=scoped.site.id,
+        state=str(state) if state is not None else "never_seen",
+        status_time=from_ms(status_ms) if status_ms is not None else None,
+        battery_pct=_float(status_row, "battery_pct"),
+        signal_dbm=_float(status_row, "signal_dbm"),
+        uptime_s=_float(status_row, "uptime_s"),
+        buffer_depth=_int(status_row, "buffer_depth"),
+        oldest_unsent=from_ms(oldest_unsent_ms) if oldest_unsent_ms is not None else None,
+        disk_free_mb=_float(status_row, "disk_free_mb"),
+        last_seq=_int(status_row, "last_seq"),
+        last_reading_time=from_ms(last_reading_ms) if last_reading_ms is not None else None,
+        last_seen=from_ms(max(seen)) if seen else None,
+    )

@@ -1,0 +1,233 @@
+"""Reads for the API: InfluxQL over :class:`pilotwatch.influx.InfluxV1`, nothing else.
+
+Every identifier goes through ``quote_ident`` and every literal through ``quote_literal``; times are integers
+this module computes (milliseconds since the epoch, written ``<n>ms``). No text from a request reaches a query
+unquoted. QC flags live in measurement ``qc`` (field ``flag``, the same tags and time as the reading, written
+by analytics); a reading that has none is reported as not evaluated.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from pilotwatch.influx import READING_MEASUREMENT, InfluxV1, quote_ident, quote_literal
+
+QC_MEASUREMENT = "qc"
+STATUS_MEASUREMENT = "device_status"
+STATUS_FIELDS = (
+    "state",
+    "battery_pct",
+    "signal_dbm",
+    "uptime_s",
+    "buffer_depth",
+    "oldest_unsent_ms",
+    "disk_free_mb",
+    "last_seq",
+)
+FLAG_NOT_EVALUATED = 2
+
+Key = tuple[str, str, int]
+"""(device, sensor, time in ms): a reading's identity inside one site."""
+
+
+def eq(tag: str, value: str) -> str:
+    return f"{quote_ident(tag)} = {quote_literal(value)}"
+
+
+def time_range(start_ms: int, end_ms: int) -> str:
+    """Half-open [start, end) in milliseconds; both are ints, never request text."""
+    return f"time >= {int(start_ms)}ms AND time < {int(end_ms)}ms"
+
+
+def fields(*names: str) -> str:
+    return ", ".join(quote_ident(n) for n in names)
+
+
+@dataclass(frozen=True, slots=True)
+class LatestRow:
+    device: str
+    sensor: str
+    param: str
+    t_ms: int
+    value: float
+    unit: str
+    edge_flag: int | None
+    qc_flag: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class SeriesRow:
+    t_ms: int
+    value: float
+    edge_flag: int | None
+    qc_flag: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class ExportRow:
+    t_ms: int
+    city: str
+    site: str
+    device: str
+    sensor: str
+    param: str
+    value: float
+    unit: str
+    edge_flag: int | None
+    qc_flag: int
+
+
+def _int_or_none(value: Any) -> int | None:
+    return None if value is None else int(value)
+
+
+class ReadingStore:
+    """The queries the API runs. One instance per application; the InfluxDB client is injected."""
+
+    def __init__(self, influx: InfluxV1) -> None:
+        self.influx = influx
+        self.queries = 0
+        """How many InfluxQL statements this store sent (tests use it to see chunking)."""
+
+    def _query(self, q: str) -> list[dict[str, Any]]:
+        self.queries += 1
+        return self.influx.query(q, epoch="ms")
+
+    # -- latest ----------------------------------------------------------------------------------------------
+    def latest_for_site(self, site_id: str) -> list[LatestRow]:
+        site = eq("site", site_id)
+        group = f"GROUP BY {fields('device', 'sensor', 'param')} ORDER BY time DESC LIMIT 1"
+        readings = self._query(
+            f"SELECT {fields('value', 'unit', 'flag')} FROM {quote_ident(READING_MEASUREMENT)} "  # noqa: S608
+            f"WHERE {site} {group}"
+        )
+        flags = self._query(
+            f"SELECT {fields('flag')} FROM {quote_ident(QC_MEASUREMENT)} WHERE {site} {group}"  # noqa: S608
+        )
+        latest_qc = {(r["device"], r["sensor"], int(r["time"])): _int_or_none(r["flag"]) for r in flags}
+        rows = [
+            LatestRow(
+                device=r["device"],
+                sensor=r["sensor"],
+                param=r["param"],
+                t_ms=int(r["time"]),
+                value=float(r["value"]),
+                unit=r["unit"],
+                edge_flag=_int_or_none(r.get("flag")),
+                # The newest QC point belongs to this reading only if its time matches; analytics may lag behind.
+                qc_flag=latest_qc.get((r["device"], r["sensor"], int(r["time"]))),
+            )
+            for r in readings
+            if r.get("value") is not None
+        ]
+        return sorted(rows, key=lambda row: (row.device, row.sensor))
+
+    # -- series ----------------------------------------------------------------------------------------------
+    def series(self, device: str, sensor: str, start_ms: int, end_ms: int, limit: int) -> tuple[list[SeriesRow], bool]:
+        """Up to ``limit`` points in time order, and whether more exist in the range."""
+        where = f"{eq('device', device)} AND {eq('sensor', sensor)} AND {time_range(start_ms, end_ms)}"
+        readings = self._query(
+            f"SELECT {fields('value', 'flag')} FROM {quote_ident(READING_MEASUREMENT)} "  # noqa: S608
+            f"WHERE {where} ORDER BY time ASC LIMIT {int(limit) + 1}"
+        )
+        truncated = len(readings) > limit
+        readings = readings[:limit]
+        qc: dict[int, int | None] = {}
+        if readings:
+            first, last = int(readings[0]["time"]), int(readings[-1]["time"])
+            qc_where = f"{eq('device', device)} AND {eq('sensor', sensor)} AND {time_range(first, last + 1)}"
+            for r in self._query(
+                f"SELECT {fields('flag')} FROM {quote_ident(QC_MEASUREMENT)} WHERE {qc_where}"  # noqa: S608
+            ):
+                qc[int(r["time"])] = _int_or_none(r["flag"])
+        rows = [
+            SeriesRow(
+                t_ms=int(r["time"]),
+                value=float(r["value"]),
+                edge_flag=_int_or_none(r.get("flag")),
+                qc_flag=qc.get(int(r["time"])),
+            )
+            for r in readings
+            if r.get("value") is not None
+        ]
+        return rows, truncated
+
+    # -- device health ---------------------------------------------------------------------------------------
+    def device_status(self, device: str) -> dict[str, Any] | None:
+        rows = self._query(
+            f"SELECT {fields(*STATUS_FIELDS)} FROM {quote_ident(STATUS_MEASUREMENT)} "  # noqa: S608
+            f"WHERE {eq('device', device)} ORDER BY time DESC LIMIT 1"
+        )
+        return rows[0] if rows else None
+
+    def last_reading_ms(self, device: str) -> int | None:
+        # A single selector returns the time of the point it selected: the newest reading of the device.
+        rows = self._query(
+            f"SELECT last({quote_ident('seq')}) FROM {quote_ident(READING_MEASUREMENT)} "  # noqa: S608
+            f"WHERE {eq('device', device)}"
+        )
+        return int(rows[0]["time"]) if rows else None
+
+    # -- export ----------------------------------------------------------------------------------------------
+    def export_rows(
+        self,
+        site_id: str,
+        param: str | None,
+        start_ms: int,
+        end_ms: int,
+        *,
+        chunk_ms: int,
+        page_rows: int,
+    ) -> Iterator[ExportRow]:
+        """Readings of a site in time order with their QC flag, read ``chunk_ms`` of time at a time.
+
+        Inside a chunk, rows come ``page_rows`` at a time (LIMIT/OFFSET), so neither a long range nor a busy
+        chunk is ever held in memory whole.
+        """
+        if chunk_ms < 1 or page_rows < 1:
+            raise ValueError(f"chunk_ms and page_rows must be positive, got {chunk_ms} and {page_rows}")
+        base = eq("site", site_id) + (f" AND {eq('param', param)}" if param else "")
+        columns = fields("value", "unit", "flag", "city", "device", "sensor", "param")
+        chunk_start = start_ms
+        while chunk_start < end_ms:
+            chunk_end = min(chunk_start + chunk_ms, end_ms)
+            offset = 0
+            while True:
+                page = self._query(
+                    f"SELECT {columns} FROM {quote_ident(READING_MEASUREMENT)} "  # noqa: S608
+                    f"WHERE {base} AND {time_range(chunk_start, chunk_end)} "
+                    f"ORDER BY time ASC LIMIT {int(page_rows)} OFFSET {int(offset)}"
+                )
+                if not page:
+                    break
+                flags = self._qc_flags(base, int(page[0]["time"]), int(page[-1]["time"]) + 1)
+                for r in page:
+                    if r.get("value") is None:
+                        continue
+                    t_ms = int(r["time"])
+                    qc_flag = flags.get((r["device"], r["sensor"], t_ms))
+                    yield ExportRow(
+                        t_ms=t_ms,
+                        city=r["city"],
+                        site=site_id,
+                        device=r["device"],
+                        sensor=r["sensor"],
+                        param=r["param"],
+                        value=float(r["value"]),
+                        unit=r["unit"],
+                        edge_flag=_int_or_none(r.get("flag")),
+                        qc_flag=FLAG_NOT_EVALUATED if qc_flag is None else qc_flag,
+                    )
+                if len(page) < page_rows:
+                    break
+                offset += page_rows
+            chunk_start = chunk_end
+
+    def _qc_flags(self, base: str, start_ms: int, end_ms: int) -> dict[Key, int | None]:
+        rows = self._query(
+            f"SELECT {fields('flag', 'device', 'sensor')} FROM {quote_ident(QC_MEASUREMENT)} "  # noqa: S608
+            f"WHERE {base} AND {time_range(start_ms, end_ms)}"
+        )
+        return {(r["device"], r["sensor"], int(r["time"])): _int_or_none(r["flag"]) for r in rows}
