@@ -20,6 +20,7 @@ COMMAND_MODULES = (
     "pilotwatch.stack_cli",
     "pilotwatch.manifest_cli",
     "api.cli",
+    "dashboards.cli",
 )
 
 Handler = Callable[[argparse.Namespace], int]

@@ -1,0 +1,121 @@
+"""Ingest's one settings class. Values come from ``PILOTWATCH_INGEST_*`` environment variables or keyword
+arguments; building it validates everything and touches no network."""
+
+from __future__ import annotations
+
+import enum
+import re
+from pathlib import Path
+from typing import Self
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from ingest.writers import V1Writer, V2Writer, Writer
+
+_GROUP_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+# MQTT packet ids are 16 bit; holding more unacknowledged messages than this cannot be tracked by anyone.
+MQTT_PACKET_ID_SPACE = 65_535
+
+
+class InfluxApi(enum.StrEnum):
+    V1 = "v1"  # POST /write with database (InfluxDB 1.x, 2.x v1-compat, 3.x)
+    V2 = "v2"  # influxdb-client, /api/v2/write with token, org, bucket (InfluxDB 2.x, 3.x)
+
+
+class IngestSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="PILOTWATCH_INGEST_", extra="forbid")
+
+    # -- MQTT -----------------------------------------------------------------------------------------------
+    mqtt_host: str = "127.0.0.1"
+    mqtt_port: int = Field(default=1883, ge=1, le=65535)
+    mqtt_username: str | None = None
+    mqtt_password: SecretStr | None = None
+    client_id: str = Field(default="pilotwatch-ingest-1", min_length=1, max_length=64)
+    """Stable per worker: the broker keeps this worker's session (queued messages) under it across restarts."""
+    share_group: str | None = "ingest"
+    """Workers with the same group split the readings between them (``$share/<group>/...``); empty = no sharing."""
+    session_expiry_s: int = Field(default=7 * 86_400, ge=0)
+    max_unacked: int = Field(default=1_000, ge=1, le=20_000)
+    """MQTT messages received but not yet safe; the broker sends no more than this (MQTT 5 receive maximum)."""
+    keepalive_s: int = Field(default=30, ge=5, le=600)
+
+    # -- InfluxDB -------------------------------------------------------------------------------------------
+    influx_api: InfluxApi = InfluxApi.V1
+    influx_url: str = "http://127.0.0.1:8086"
+    database: str = "pilotwatch"
+    influx_username: str | None = None
+    influx_password: SecretStr | None = None
+    influx_token: SecretStr | None = None
+    influx_org: str | None = None
+    influx_bucket: str | None = None
+    write_timeout_s: float = Field(default=10.0, gt=0, le=300)
+
+    # -- batching, retry, spool -----------------------------------------------------------------------------
+    batch_readings: int = Field(default=5_000, ge=1, le=100_000)
+    batch_interval_s: float = Field(default=0.2, gt=0, le=60)
+    retry_initial_s: float = Field(default=0.2, gt=0, le=60)
+    retry_max_s: float = Field(default=10.0, gt=0, le=600)
+    spool_after_s: float = Field(default=5.0, ge=0, le=3600)
+    """How long a batch is retried against InfluxDB before it goes to the disk spool instead."""
+    spool_max_bytes: int = Field(default=2 * 1024**3, ge=1024 * 1024)
+
+    # -- validation -----------------------------------------------------------------------------------------
+    max_future_s: float = Field(default=300.0, ge=0)
+    """A sample time more than this ahead of ingest's clock is refused (the device clock is wrong)."""
+    clock_jump_s: float = Field(default=120.0, ge=0)
+    """A sample time more than this after the message's own send time means the device clock jumped."""
+    dedupe_window: int = Field(default=200_000, ge=0)
+    """Sequence numbers per device remembered (with a content digest) to drop re-sends without a write."""
+
+    # -- health ---------------------------------------------------------------------------------------------
+    state_dir: Path = Path(".pilotwatch/ingest")
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int | None = Field(default=None, ge=0, le=65535)
+    """Port of the Prometheus /metrics endpoint; unset = no endpoint, 0 = any free port."""
+    silence_after_s: float = Field(default=300.0, gt=0)
+    """Connected but no message for this long: the status says 'silent'."""
+    state_interval_s: float = Field(default=1.0, gt=0, le=60)
+    manifest: Path | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        if self.share_group is not None and self.share_group != "" and not _GROUP_PATTERN.match(self.share_group):
+            raise ValueError(f"share_group {self.share_group!r} must match {_GROUP_PATTERN.pattern}")
+        if not self.influx_url.startswith(("http://", "https://")):
+            raise ValueError(f"influx_url must start with http:// or https://, got {self.influx_url!r}")
+        if self.influx_api is InfluxApi.V2:
+            missing = [n for n in ("influx_token", "influx_org", "influx_bucket") if not getattr(self, n)]
+            if missing:
+                raise ValueError(f"influx_api v2 needs {', '.join(missing)} (PILOTWATCH_INGEST_<NAME>)")
+        if self.retry_max_s < self.retry_initial_s:
+            raise ValueError(f"retry_max_s {self.retry_max_s} must be >= retry_initial_s {self.retry_initial_s}")
+        return self
+
+    @property
+    def subscription(self) -> str:
+        from pilotwatch.wire import READINGS_SUBSCRIPTION  # noqa: PLC0415
+
+        return f"$share/{self.share_group}/{READINGS_SUBSCRIPTION}" if self.share_group else READINGS_SUBSCRIPTION
+
+    def make_writer(self) -> Writer:
+        """The writer these settings describe (constructed only; it connects on its first write)."""
+        if self.influx_api is InfluxApi.V2:
+            assert self.influx_token is not None
+            assert self.influx_org
+            assert self.influx_bucket
+            return V2Writer(
+                self.influx_url,
+                self.influx_token.get_secret_value(),
+                self.influx_org,
+                self.influx_bucket,
+                timeout_s=self.write_timeout_s,
+            )
+        return V1Writer(
+            self.influx_url,
+            self.database,
+            username=self.influx_username,
+            password=self.influx_password.get_secret_value() if self.influx_password else None,
+            token=self.influx_token.get_secret_value() if self.influx_token else None,
+            timeout_s=self.write_timeout_s,
+        )

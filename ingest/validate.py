@@ -1,0 +1,246 @@
+"""Validation of one MQTT message against the wire format and the pilot manifest.
+
+In: a topic and raw payload bytes. Out: line-protocol lines for the readings that passed, and a
+:class:`Rejection` (raw payload, reason, detail) for everything that did not. The wire-level checks are
+:func:`pilotwatch.wire.decode_readings` (the project's only wire validator); this module adds what needs the
+manifest: known device and sensor, parameter and unit, valid range, and timestamp sanity (far future, before
+commissioning, sampled after it was sent = a clock jump). A message-level problem raises :class:`WireError`;
+reading-level problems never cost the message's good readings.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import zoneinfo
+from dataclasses import dataclass, field
+from typing import Any
+
+from pilotwatch.influx import READING_MEASUREMENT, _escape_field_string, line
+from pilotwatch.manifest import Manifest
+from pilotwatch.wire import (
+    WIRE_VERSION,
+    Reason,
+    StatusMessage,
+    WireError,
+    decode_readings,
+    decode_status,
+    parse_topic,
+)
+
+STATUS_MEASUREMENT = "device_status"
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """One thing that goes to the dead-letter store. ``kind``: message, reading, status or line."""
+
+    kind: str
+    topic: str
+    payload: bytes
+    reason: Reason
+    detail: str
+    device: str | None = None
+    seq: int | None = None
+    index: int | None = None
+
+
+@dataclass(slots=True)
+class CheckedReadings:
+    device: str
+    seq: int
+    sent_ms: int
+    lines: list[str]
+    digest: int
+    newest_t_ms: int
+    rejections: list[Rejection] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class _SensorSpec:
+    param: str
+    unit: str
+    low: float
+    high: float
+    prefix: str  # measurement and escaped, sorted tags, ready for ' value=...'
+    unit_field: str
+
+
+@dataclass(frozen=True, slots=True)
+class _DeviceSpec:
+    city: str
+    site: str
+    commissioned_ms: int
+    sensors: dict[str, _SensorSpec]
+
+
+def _tag_prefix(measurement: str, tags: dict[str, str]) -> str:
+    # line() escapes and sorts the tags exactly as every other writer does; strip its dummy field and time.
+    return line(measurement, tags, {"value": 0.0}, 0).rsplit(" ", 2)[0]
+
+
+def ids_from_payload(topic: str, payload: bytes) -> tuple[str | None, int | None]:
+    """Best effort (device, seq) of a message that failed validation, so its dead letter can be found."""
+    try:
+        device: str | None = parse_topic(topic)[0]
+    except WireError:
+        device = None
+    seq: int | None = None
+    if len(payload) <= 1024 * 1024:
+        try:
+            obj = json.loads(payload)
+        except (ValueError, RecursionError):
+            obj = None
+        if isinstance(obj, dict):
+            raw = obj.get("seq")
+            if isinstance(raw, int) and not isinstance(raw, bool) and 0 <= raw < 2**63:
+                seq = raw
+    return device, seq
+
+
+class Validator:
+    """Checks messages against one manifest; cheap per reading (precomputed tag prefixes and limits)."""
+
+    def __init__(self, manifest: Manifest, *, max_future_s: float = 300.0, clock_jump_s: float = 120.0) -> None:
+        if max_future_s < 0 or clock_jump_s < 0:
+            raise ValueError("max_future_s and clock_jump_s must be >= 0")
+        self.max_future_ms = int(max_future_s * 1000)
+        self.clock_jump_ms = int(clock_jump_s * 1000)
+        self.devices: dict[str, _DeviceSpec] = {}
+        for device_id, placement in manifest.device_index().items():
+            tz = zoneinfo.ZoneInfo(placement.city.timezone)
+            start = dt.datetime.combine(placement.device.commissioned, dt.time(0), tzinfo=tz)
+            sensors = {}
+            for sensor in placement.device.sensors:
+                tags = {
+                    "city": placement.city.id,
+                    "site": placement.site.id,
+                    "device": device_id,
+                    "sensor": sensor.id,
+                    "param": sensor.param.value,
+                }
+                sensors[sensor.id] = _SensorSpec(
+                    param=sensor.param.value,
+                    unit=sensor.unit,
+                    low=float(sensor.valid_range[0]),
+                    high=float(sensor.valid_range[1]),
+                    prefix=_tag_prefix(READING_MEASUREMENT, tags),
+                    unit_field=_escape_field_string(sensor.unit),
+                )
+            self.devices[device_id] = _DeviceSpec(
+                city=placement.city.id,
+                site=placement.site.id,
+                commissioned_ms=int(start.timestamp() * 1000),
+                sensors=sensors,
+            )
+        self._status_prefix = {
+            d: _tag_prefix(STATUS_MEASUREMENT, {"city": s.city, "site": s.site, "device": d})
+            for d, s in self.devices.items()
+        }
+
+    def check_readings(self, topic: str, payload: bytes, now_ms: int) -> CheckedReadings:
+        """Lines for the good readings and rejections for the bad ones; WireError if the message is unusable."""
+        decoded = decode_readings(topic, payload)
+        message = decoded.message
+        spec = self.devices.get(message.device)
+        if spec is None:
+            raise WireError(Reason.UNKNOWN_DEVICE, f"device {message.device!r} is not in the pilot manifest")
+        if message.sent_ms > now_ms + self.max_future_ms:
+            raise WireError(
+                Reason.FUTURE_TIMESTAMP,
+                f"sent={message.sent_ms} is {(message.sent_ms - now_ms) / 1000:.0f} s ahead of ingest's clock "
+                f"(limit {self.max_future_ms / 1000:.0f} s): the device clock is wrong",
+            )
+        seq = message.seq
+        sent = message.sent_ms
+        rejected: list[tuple[int, Any, Reason, str]] = [(r.index, r.raw, r.reason, r.detail) for r in decoded.rejected]
+        lines: list[str] = []
+        future_limit = now_ms + self.max_future_ms
+        jump_limit = sent + self.clock_jump_ms
+        commissioned = spec.commissioned_ms
+        sensors = spec.sensors
+        newest = 0
+        good_index = 0
+        # Indexes of good readings in the original list: the decoder keeps order and removes rejected ones.
+        rejected_indexes = {r.index for r in decoded.rejected}
+        for reading in message.readings:
+            while good_index in rejected_indexes:
+                good_index += 1
+            index = good_index
+            good_index += 1
+            sensor = sensors.get(reading.sensor)
+            t = reading.t_ms
+            problem: tuple[Reason, str] | None = None
+            if sensor is None:
+                problem = (Reason.UNKNOWN_SENSOR, f"sensor {reading.sensor!r} is not on device {message.device!r}")
+            elif reading.param != sensor.param:
+                problem = (
+                    Reason.WRONG_PARAMETER,
+                    f"sensor {reading.sensor!r} measures {sensor.param}, got {reading.param!r}",
+                )
+            elif reading.unit != sensor.unit:
+                problem = (Reason.WRONG_UNIT, f"{sensor.param} is carried in {sensor.unit!r}, got {reading.unit!r}")
+            elif not sensor.low <= reading.value <= sensor.high:
+                problem = (
+                    Reason.OUT_OF_RANGE,
+                    f"value {reading.value} outside the valid range [{sensor.low}, {sensor.high}] "
+                    f"of {reading.sensor!r}",
+                )
+            elif t > future_limit:
+                problem = (Reason.FUTURE_TIMESTAMP, f"t={t} is {(t - now_ms) / 1000:.0f} s ahead of ingest's clock")
+            elif t < commissioned:
+                problem = (Reason.BEFORE_COMMISSIONING, f"t={t} is before the device was commissioned ({commissioned})")
+            elif t > jump_limit:
+                problem = (
+                    Reason.BAD_TIMESTAMP,
+                    f"clock jump: t={t} is {(t - sent) / 1000:.0f} s after the message was sent (sent={sent})",
+                )
+            if problem is not None:
+                rejected.append((index, reading.to_wire(), problem[0], problem[1]))
+                continue
+            assert sensor is not None
+            flag = "" if reading.flag is None else f",flag={reading.flag}i"
+            lines.append(f"{sensor.prefix} value={reading.value!r},unit={sensor.unit_field},seq={seq}i{flag} {t}")
+            newest = max(newest, t)
+        rejections = [
+            Rejection(
+                kind="reading",
+                topic=topic,
+                payload=_single_reading_payload(message.device, seq, sent, raw),
+                reason=reason,
+                detail=detail,
+                device=message.device,
+                seq=seq,
+                index=index,
+            )
+            for index, raw, reason, detail in sorted(rejected, key=lambda r: r[0])
+        ]
+        digest = hash((tuple(lines), tuple((r.index, r.reason) for r in rejections)))
+        return CheckedReadings(message.device, seq, sent, lines, digest, newest, rejections)
+
+    def check_status(self, topic: str, payload: bytes) -> tuple[StatusMessage, str]:
+        """The decoded status and its ``device_status`` line (fixed field types); WireError if unusable."""
+        status = decode_status(topic, payload)
+        prefix = self._status_prefix.get(status.device)
+        if prefix is None:
+            raise WireError(Reason.UNKNOWN_DEVICE, f"device {status.device!r} is not in the pilot manifest")
+        return status, status_line(prefix, status)
+
+
+def status_line(prefix: str, status: StatusMessage) -> str:
+    fields = [f"state={_escape_field_string(status.state.value)}"]
+    for name in ("battery_pct", "signal_dbm", "uptime_s", "disk_free_mb"):
+        value = getattr(status, name)
+        if value is not None:
+            fields.append(f"{name}={float(value)!r}")
+    for name in ("buffer_depth", "oldest_unsent_ms", "last_seq"):
+        value = getattr(status, name)
+        if value is not None:
+            fields.append(f"{name}={int(value)}i")
+    return f"{prefix} {','.join(fields)} {status.t_ms}"
+
+
+def _single_reading_payload(device: str, seq: int, sent_ms: int, raw: Any) -> bytes:
+    """A wire message holding only the refused reading, as received: replayable on its own."""
+    body = {"v": WIRE_VERSION, "device": device, "seq": seq, "sent": sent_ms, "readings": [raw]}
+    return json.dumps(body, separators=(",", ":"), default=str).encode()
