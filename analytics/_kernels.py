@@ -1,0 +1,603 @@
+# ruff: noqa: PLR0917  # Numba kernels take their arrays and scalars positionally; wrappers name them.
+"""Private Numba kernels. Not an API: call the validating wrappers in :mod:`analytics.qartod` and
+:mod:`analytics.detectors` instead.
+
+Conventions every kernel relies on (the wrappers guarantee them):
+
+- ``values`` is a contiguous 1-D ``float64`` array; ``times`` a contiguous 1-D ``int64`` array of epoch
+  nanoseconds, sorted non-decreasing, of the same length;
+- outputs are preallocated by the caller (``uint8`` flags, ``float64`` scores, ``bool`` masks);
+- memory is O(points): rolling windows use monotonic deques and running sums, never a points × window copy.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from analytics._numba import kernel, parallel_kernel, prange
+
+GOOD = np.uint8(1)
+UNKNOWN = np.uint8(2)
+SUSPECT = np.uint8(3)
+FAIL = np.uint8(4)
+MISSING = np.uint8(9)
+
+NS_PER_S = 1_000_000_000
+NS_PER_DAY = 86_400 * NS_PER_S
+
+# Calendar periods understood by the climatology test (same names as pandas Timestamp attributes).
+PERIOD_CODES = {
+    None: 0,
+    "year": 1,
+    "quarter": 2,
+    "month": 3,
+    "week": 4,
+    "weekofyear": 4,
+    "dayofyear": 5,
+    "dayofweek": 6,
+    "day": 7,
+    "hour": 8,
+    "minute": 9,
+}
+
+
+# --------------------------------------------------------------------------------------------- gross range
+@parallel_kernel
+def _gross_range(
+    values: np.ndarray,
+    fail_lo: float,
+    fail_hi: float,
+    sus_lo: float,
+    sus_hi: float,
+    has_suspect: bool,
+    out: np.ndarray,
+) -> None:
+    for i in prange(values.shape[0]):
+        v = values[i]
+        if np.isnan(v):
+            out[i] = MISSING
+        elif v < fail_lo or v > fail_hi:
+            out[i] = FAIL
+        elif has_suspect and (v < sus_lo or v > sus_hi):
+            out[i] = SUSPECT
+        else:
+            out[i] = GOOD
+
+
+# --------------------------------------------------------------------------------------------- calendar
+@kernel
+def _civil_from_days(days: int) -> tuple[int, int, int]:
+    """(year, month, day) of a day count since 1970-01-01 (proleptic Gregorian, H. Hinnant's algorithm)."""
+    z = days + 719468
+    era = z // 146097
+    doe = z - era * 146097
+    yoe = (doe - doe // 1460 + doe // 36524 - doe // 146096) // 365
+    y = yoe + era * 400
+    doy = doe - (365 * yoe + yoe // 4 - yoe // 100)
+    mp = (5 * doy + 2) // 153
+    d = doy - (153 * mp + 2) // 5 + 1
+    m = mp + 3 if mp < 10 else mp - 9
+    if m <= 2:
+        y += 1
+    return y, m, d
+
+
+@kernel
+def _days_from_civil(y: int, m: int, d: int) -> int:
+    if m <= 2:
+        y -= 1
+    era = y // 400
+    yoe = y - era * 400
+    mm = m - 3 if m > 2 else m + 9
+    doy = (153 * mm + 2) // 5 + d - 1
+    doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
+    return era * 146097 + doe - 719468
+
+
+@kernel
+def _period_value(t_ns: int, code: int) -> float:  # noqa: PLR0911  # one return per calendar period
+    """The pandas ``Timestamp.<period>`` attribute of ``t_ns`` for a period code of :data:`PERIOD_CODES`."""
+    days = t_ns // NS_PER_DAY
+    if code == 8:
+        return float((t_ns // (3600 * NS_PER_S)) % 24)
+    if code == 9:
+        return float((t_ns // (60 * NS_PER_S)) % 60)
+    if code == 6:
+        return float((days + 3) % 7)
+    if code == 4:
+        wd = (days + 3) % 7
+        thursday = days - wd + 3
+        ty, _, _ = _civil_from_days(thursday)
+        return float((thursday - _days_from_civil(ty, 1, 1)) // 7 + 1)
+    y, m, d = _civil_from_days(days)
+    if code == 1:
+        return float(y)
+    if code == 2:
+        return float((m - 1) // 3 + 1)
+    if code == 3:
+        return float(m)
+    if code == 5:
+        return float(days - _days_from_civil(y, 1, 1) + 1)
+    return float(d)
+
+
+@kernel
+def _period_values(times: np.ndarray, code: int, out: np.ndarray) -> None:
+    for i in range(times.shape[0]):
+        out[i] = _period_value(times[i], code)
+
+
+# --------------------------------------------------------------------------------------------- climatology
+@kernel
+def _climatology(
+    values: np.ndarray,
+    times: np.ndarray,
+    depths: np.ndarray,
+    codes: np.ndarray,
+    t_lo: np.ndarray,
+    t_hi: np.ndarray,
+    abs_lo: np.ndarray,
+    abs_hi: np.ndarray,
+    v_lo: np.ndarray,
+    v_hi: np.ndarray,
+    f_lo: np.ndarray,
+    f_hi: np.ndarray,
+    has_f: np.ndarray,
+    z_lo: np.ndarray,
+    z_hi: np.ndarray,
+    has_z: np.ndarray,
+    out: np.ndarray,
+) -> None:
+    n_members = codes.shape[0]
+    any_depth = False
+    for i in range(depths.shape[0]):
+        if not np.isnan(depths[i]):
+            any_depth = True
+            break
+    for i in range(values.shape[0]):
+        v = values[i]
+        if np.isnan(v):
+            out[i] = MISSING
+            continue
+        flag = UNKNOWN
+        t = times[i]
+        for k in range(n_members):
+            if has_z[k]:
+                if not any_depth:
+                    continue
+                z = depths[i]
+                if np.isnan(z) or z < z_lo[k] or z > z_hi[k]:
+                    continue
+            if codes[k] == 0:
+                if t < abs_lo[k] or t > abs_hi[k]:
+                    continue
+            else:
+                tv = _period_value(t, codes[k])
+                if tv < t_lo[k] or tv > t_hi[k]:
+                    continue
+            if has_f[k] and (v < f_lo[k] or v > f_hi[k]):
+                flag = FAIL
+            elif v < v_lo[k] or v > v_hi[k]:
+                flag = SUSPECT
+            else:
+                flag = GOOD
+        out[i] = flag
+
+
+# --------------------------------------------------------------------------------------------- spike
+@kernel
+def _spike(
+    values: np.ndarray,
+    suspect: float,
+    fail: float,
+    has_suspect: bool,
+    has_fail: bool,
+    differential: bool,
+    out: np.ndarray,
+) -> None:
+    n = values.shape[0]
+    for i in range(n):
+        v = values[i]
+        if not np.isfinite(v):
+            out[i] = MISSING
+            continue
+        if i == 0 or i == n - 1:
+            out[i] = UNKNOWN
+            continue
+        a = values[i - 1]
+        b = values[i + 1]
+        if not (np.isfinite(a) and np.isfinite(b)):
+            out[i] = UNKNOWN
+            continue
+        if differential:
+            d1 = v - a
+            d2 = b - v
+            diff = 0.0 if d1 * d2 >= 0 else min(abs(d1), abs(d2))
+        else:
+            ref = (a + b) / 2
+            if not np.isfinite(ref):
+                out[i] = UNKNOWN
+                continue
+            diff = abs(v - ref)
+        flag = GOOD
+        if has_suspect and diff > suspect:
+            flag = SUSPECT
+        if has_fail and diff > fail:
+            flag = FAIL
+        out[i] = flag
+
+
+# --------------------------------------------------------------------------------------------- rate of change
+@kernel
+def _rate_of_change(
+    values: np.ndarray,
+    times: np.ndarray,
+    threshold: float,
+    fail: float,
+    has_fail: bool,
+    out: np.ndarray,
+) -> None:
+    prev = -1
+    for i in range(values.shape[0]):
+        v = values[i]
+        if not np.isfinite(v):
+            out[i] = MISSING
+            continue
+        flag = GOOD
+        if prev >= 0:
+            dx = abs(v - values[prev])
+            dt = (times[i] - times[prev]) / NS_PER_S
+            if dt > 0:
+                rate = dx / dt
+            elif dx == 0:
+                rate = 0.0
+            else:
+                rate = np.inf
+            if rate > threshold:
+                flag = SUSPECT
+            if has_fail and rate > fail:
+                flag = FAIL
+        out[i] = flag
+        prev = i
+
+
+# --------------------------------------------------------------------------------------------- flat line
+@kernel
+def _flat_window(values: np.ndarray, times: np.ndarray, span_ns: int, tolerance: float, out: np.ndarray) -> None:
+    """out[i] = the finite values in the time window [t_i - span, t_i] all lie within ``tolerance``.
+
+    At the start of the record a window counts only once the data cover it: the first sample is taken to stand
+    for one sampling interval (t_1 - t_0) before it, which is exactly ioos_qc's rule on regular data.
+    """
+    n = values.shape[0]
+    maxq = np.empty(n, dtype=np.int64)
+    minq = np.empty(n, dtype=np.int64)
+    maxh = 0
+    maxt = 0
+    minh = 0
+    mint = 0
+    j = 0
+    first_step = times[1] - times[0] if n > 1 else 0
+    for i in range(n):
+        v = values[i]
+        finite = np.isfinite(v)
+        if finite:
+            while maxt > maxh and values[maxq[maxt - 1]] <= v:
+                maxt -= 1
+            maxq[maxt] = i
+            maxt += 1
+            while mint > minh and values[minq[mint - 1]] >= v:
+                mint -= 1
+            minq[mint] = i
+            mint += 1
+        while times[i] - times[j] > span_ns:
+            j += 1
+        while maxh < maxt and maxq[maxh] < j:
+            maxh += 1
+        while minh < mint and minq[minh] < j:
+            minh += 1
+        out[i] = False
+        if not finite or maxh == maxt:
+            continue
+        covered = j > 0 or (times[i] - times[0]) + first_step > span_ns
+        if covered:
+            out[i] = abs(values[maxq[maxh]] - values[minq[minh]]) < tolerance
+
+
+@kernel
+def _flat_line_flags(values: np.ndarray, suspect: np.ndarray, fail: np.ndarray, out: np.ndarray) -> None:
+    for i in range(values.shape[0]):
+        if not np.isfinite(values[i]):
+            out[i] = MISSING
+        elif fail[i]:
+            out[i] = FAIL
+        elif suspect[i]:
+            out[i] = SUSPECT
+        else:
+            out[i] = GOOD
+
+
+# --------------------------------------------------------------------------------------------- attenuated signal
+INV_COND_TOL = np.finfo(np.float64).eps * 1e3
+
+
+@kernel
+def _welford_add(v: float, st: np.ndarray) -> None:
+    """Add ``v`` to the running (nobs, mean, ssqdm, compensation, unstable) in ``st`` — pandas' ``add_var``."""
+    prev_m2 = st[2]
+    st[0] += 1.0
+    prev_mean = st[1] - st[3]
+    y = v - st[3]
+    t = y - st[1]
+    st[3] = t + st[1] - y
+    st[1] = st[1] + t / st[0]
+    st[2] = st[2] + (v - prev_mean) * (v - st[1])
+    if prev_m2 * INV_COND_TOL > st[2]:
+        st[4] = 1.0
+
+
+@kernel
+def _welford_remove(v: float, st: np.ndarray) -> None:
+    """Remove ``v`` — pandas' ``remove_var`` (slot 5 holds the removal compensation)."""
+    prev_m2 = st[2]
+    st[0] -= 1.0
+    if st[0] > 0:
+        prev_mean = st[1] - st[5]
+        y = v - st[5]
+        t = y - st[1]
+        st[5] = t + st[1] - y
+        st[1] = st[1] - t / st[0]
+        st[2] = st[2] - (v - prev_mean) * (v - st[1])
+        if prev_m2 * INV_COND_TOL > st[2]:
+            st[4] = 1.0
+    else:
+        st[1] = 0.0
+        st[2] = 0.0
+        st[4] = 0.0
+
+
+@kernel
+def _rolling_spread(
+    values: np.ndarray,
+    times: np.ndarray,
+    period_ns: int,
+    min_periods: int,
+    use_range: bool,
+    out: np.ndarray,
+) -> None:
+    """Standard deviation (ddof=0) or range of the finite values in the window (t_i - period, t_i].
+
+    NaN where the window holds fewer than ``min_periods`` finite values. The std follows pandas' rolling
+    variance step for step (Welford with Kahan compensation, removals before additions, a recompute of the
+    window when cancellation is detected), so thresholds compare identically; the range uses monotonic deques.
+    """
+    n = values.shape[0]
+    st = np.zeros(6)
+    maxq = np.empty(n if use_range else 0, dtype=np.int64)
+    minq = np.empty(n if use_range else 0, dtype=np.int64)
+    maxh = 0
+    maxt = 0
+    minh = 0
+    mint = 0
+    nobs = 0
+    j = 0
+    minp = max(min_periods, 1)
+    for i in range(n):
+        prev_start = j
+        while times[j] <= times[i] - period_ns:
+            j += 1
+        v = values[i]
+        finite = np.isfinite(v)
+        if use_range:
+            if finite:
+                nobs += 1
+                while maxt > maxh and values[maxq[maxt - 1]] <= v:
+                    maxt -= 1
+                maxq[maxt] = i
+                maxt += 1
+                while mint > minh and values[minq[mint - 1]] >= v:
+                    mint -= 1
+                minq[mint] = i
+                mint += 1
+            for r in range(prev_start, j):
+                if np.isfinite(values[r]):
+                    nobs -= 1
+            while maxh < maxt and maxq[maxh] < j:
+                maxh += 1
+            while minh < mint and minq[minh] < j:
+                minh += 1
+            out[i] = values[maxq[maxh]] - values[minq[minh]] if nobs >= minp else np.nan
+            continue
+        recompute = i == 0 or j >= i
+        if not recompute:
+            for r in range(prev_start, j):
+                if np.isfinite(values[r]):
+                    _welford_remove(values[r], st)
+            if finite:
+                _welford_add(v, st)
+        if recompute or st[4] != 0.0:
+            st[:] = 0.0
+            for r in range(j, i + 1):
+                if np.isfinite(values[r]):
+                    _welford_add(values[r], st)
+            st[4] = 0.0
+        if st[0] >= minp:
+            var = st[2] / st[0]
+            out[i] = np.sqrt(var) if var > 0 else 0.0
+        else:
+            out[i] = np.nan
+
+
+@kernel
+def _pairwise_block(a: np.ndarray, lo: int, n: int) -> float:
+    if n < 8:
+        res = 0.0
+        for i in range(n):
+            res += a[lo + i]
+        return res
+    r0 = a[lo]
+    r1 = a[lo + 1]
+    r2 = a[lo + 2]
+    r3 = a[lo + 3]
+    r4 = a[lo + 4]
+    r5 = a[lo + 5]
+    r6 = a[lo + 6]
+    r7 = a[lo + 7]
+    i = 8
+    while i < n - (n % 8):
+        r0 += a[lo + i]
+        r1 += a[lo + i + 1]
+        r2 += a[lo + i + 2]
+        r3 += a[lo + i + 3]
+        r4 += a[lo + i + 4]
+        r5 += a[lo + i + 5]
+        r6 += a[lo + i + 6]
+        r7 += a[lo + i + 7]
+        i += 8
+    res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
+    while i < n:
+        res += a[lo + i]
+        i += 1
+    return float(res)
+
+
+@kernel
+def _pairwise_sum(a: np.ndarray) -> float:
+    """NumPy's pairwise summation (blocks of 128, halves rounded to multiples of 8), reproduced so that a
+    whole-series std equals ``np.ma.std`` to the bit. Iterative: Numba's cache does not support recursion."""
+    los = np.empty(128, dtype=np.int64)
+    ns = np.empty(128, dtype=np.int64)
+    stage = np.zeros(128, dtype=np.int64)
+    vals = np.empty(128)
+    top = 0
+    nv = 0
+    los[0] = 0
+    ns[0] = a.shape[0]
+    stage[0] = 0
+    while top >= 0:
+        lo = los[top]
+        n = ns[top]
+        if n <= 128:
+            vals[nv] = _pairwise_block(a, lo, n)
+            nv += 1
+            top -= 1
+            continue
+        n2 = n // 2
+        n2 -= n2 % 8
+        if stage[top] == 0:
+            stage[top] = 1
+            top += 1
+            los[top] = lo
+            ns[top] = n2
+            stage[top] = 0
+        elif stage[top] == 1:
+            stage[top] = 2
+            top += 1
+            los[top] = lo + n2
+            ns[top] = n - n2
+            stage[top] = 0
+        else:
+            nv -= 1
+            vals[nv - 1] = vals[nv - 1] + vals[nv]
+            top -= 1
+    return float(vals[0])
+
+
+@kernel
+def _whole_spread(values: np.ndarray, use_range: bool) -> float:
+    n = values.shape[0]
+    filled = np.zeros(n)
+    count = 0
+    lo = np.inf
+    hi = -np.inf
+    for i in range(n):
+        v = values[i]
+        if np.isfinite(v):
+            count += 1
+            filled[i] = v
+            lo = min(lo, v)
+            hi = max(hi, v)
+    if count == 0:
+        return np.nan
+    if use_range:
+        return float(hi - lo)
+    mean = _pairwise_sum(filled) / count
+    for i in range(n):
+        if np.isfinite(values[i]):
+            d = values[i] - mean
+            filled[i] = d * d
+    return float(np.sqrt(_pairwise_sum(filled) / count))
+
+
+@kernel
+def _attenuated_flags(values: np.ndarray, check: np.ndarray, suspect: float, fail: float, out: np.ndarray) -> None:
+    for i in range(values.shape[0]):
+        c = check[i]
+        if not np.isfinite(values[i]):
+            out[i] = MISSING
+        elif np.isnan(c):
+            out[i] = UNKNOWN
+        elif c < fail:
+            out[i] = FAIL
+        elif c < suspect:
+            out[i] = SUSPECT
+        else:
+            out[i] = GOOD
+
+
+# --------------------------------------------------------------------------------------------- neighbour
+@parallel_kernel
+def _neighbor(
+    values: np.ndarray,
+    reference: np.ndarray,
+    suspect: float,
+    fail: float,
+    has_fail: bool,
+    out: np.ndarray,
+) -> None:
+    for i in prange(values.shape[0]):
+        v = values[i]
+        r = reference[i]
+        if not np.isfinite(v):
+            out[i] = MISSING
+        elif not np.isfinite(r):
+            out[i] = UNKNOWN
+        else:
+            d = abs(v - r)
+            if has_fail and d > fail:
+                out[i] = FAIL
+            elif d > suspect:
+                out[i] = SUSPECT
+            else:
+                out[i] = GOOD
+
+
+# --------------------------------------------------------------------------------------------- aggregate
+@kernel
+def _rank(flag: int) -> int:
+    # QARTOD precedence, lowest first: MISSING < UNKNOWN < GOOD < SUSPECT < FAIL (as ioos_qc.qartod_compare).
+    if flag == 4:
+        return 4
+    if flag == 3:
+        return 3
+    if flag == 1:
+        return 2
+    if flag == 2:
+        return 1
+    if flag == 9:
+        return 0
+    return -1
+
+
+@parallel_kernel
+def _aggregate(flags: np.ndarray, out: np.ndarray) -> None:
+    k, n = flags.shape
+    for i in prange(n):
+        best = -1
+        flag = MISSING
+        for j in range(k):
+            r = _rank(flags[j, i])
+            if r > best:
+                best = r
+                flag = flags[j, i]
+        out[i] = flag if best >= 0 else MISSING
