@@ -184,6 +184,7 @@ class IngestService:
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
+        client.on_subscribe = self._on_subscribe
         client.max_inflight_messages_set(ACK_INFLIGHT)
         client.reconnect_delay_set(1, 5)
         props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
@@ -201,6 +202,7 @@ class IngestService:
         self._client = client
 
     def wait_connected(self, timeout_s: float = 10.0) -> None:
+        """Block until connected and subscribed (the broker acknowledged both subscriptions)."""
         if not self._connected.wait(timeout_s):
             raise TimeoutError(
                 f"ingest did not connect to MQTT {self.settings.mqtt_host}:{self.settings.mqtt_port} in {timeout_s} s"
@@ -266,6 +268,12 @@ class IngestService:
         client.subscribe([(self.settings.subscription, options), (STATUS_SUBSCRIPTION, options)])
         self.stats.connected = True
         self.stats.connected_since = self._clock()
+
+    def _on_subscribe(self, _c: mqtt.Client, _u: object, _mid: int, reasons: Any, _p: object) -> None:
+        failed = [r for r in reasons if r.is_failure]
+        if failed:
+            self.stats.fatal = f"the broker refused the subscriptions: {failed}"
+            return
         self._connected.set()
 
     def _on_disconnect(self, _c: mqtt.Client, _u: object, _f: object, _reason: object, _p: object) -> None:
@@ -324,7 +332,9 @@ class IngestService:
         topic = message.topic
         payload = bytes(message.payload)
         if topic.endswith("/status"):
-            self._handle_status(topic, payload, batch)
+            if payload:
+                self._handle_status(topic, payload, batch)
+            # An empty retained payload is how a status is cleared at the broker; there is nothing to store.
             return
         try:
             checked = self.validator.check_readings(topic, payload, now_ms)

@@ -87,4 +87,8 @@ def _status(args: argparse.Namespace) -> int:
     for row in rows:
         table.add_row(*row)
     console.print(table)
+    # Ingest runs beside the stack, not inside it: its line informs but does not change the exit code.
+    from ingest.cli import state_dir, status_line  # noqa: PLC0415
+
+    console.print(status_line(state_dir(args)), highlight=False)
     return 0 if all("answers" in row[3] for row in rows) else 1
