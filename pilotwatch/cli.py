@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "pilotwatch.manifest_cli",
     "api.cli",
     "dashboards.cli",
+    "pilotwatch.deploy_cli",
     "ingest.cli",
 )
 
