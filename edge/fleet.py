@@ -149,7 +149,7 @@ def drive(
     return all(a.idle for a in agents)
 
 
-def run_fleet(
+def run_fleet(  # noqa: PLR0917 - the positional signature `pilotwatch demo` calls
     manifest: Manifest,
     mqtt_host: str,
     mqtt_port: int,

@@ -160,5 +160,5 @@ def write_truth(rows: Iterable[TruthRow], path: Path) -> int:
             frame.to_parquet(path, index=False)
         except ImportError as exc:
             raise ValueError(f"writing Parquet needs pyarrow (pip install pyarrow): {exc}") from None
-        return int(len(frame))
+        return len(frame)
     raise ValueError(f"ground truth goes to a .csv or .parquet file, got {path.name!r}")

@@ -9,8 +9,8 @@ every seq it received, duplicates included, so tests can see re-sends.
 from __future__ import annotations
 
 import queue
-import time
 import threading
+import time
 from collections import Counter, defaultdict
 
 import paho.mqtt.client as mqtt
