@@ -23,6 +23,8 @@ COMMAND_MODULES = (
     "dashboards.cli",
     "pilotwatch.deploy_cli",
     "ingest.cli",
+    "firmware_sim.cli",
+    "edge.cli",
 )
 
 Handler = Callable[[argparse.Namespace], int]
