@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import math
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from edge.agent import EdgeAgent
+from edge.buffer import SqliteBuffer
 from edge.fleet import drive, simulated_agent
 from edge.settings import EdgeSettings
 from firmware_sim.fleet import SimulatedFleet
@@ -93,3 +98,93 @@ def test_offline_for_24_hours_then_every_reading_arrives_once(
         assert (stats.depth, stats.acked, stats.dropped) == (0, sampled, 0)
     finally:
         close(agent)
+
+
+def edge_command(tmp_path: Path, stack: LocalStack, start: int, end: int, **config: object) -> list[str]:
+    values = {
+        "mqtt_port": stack.config.mqtt_port,
+        "buffer_dir": str(tmp_path / "buffers"),
+        "ack_timeout_s": 2.0,
+        "reconnect_min_s": 1,
+        "reconnect_max_s": 1,
+        "linger_s": 0.0,
+        "batch_max_readings": 5,
+        "max_inflight": 20,
+        "max_unacked_messages": 60,
+        **config,
+    }
+    lines = ["[edge]"] + [f"{k} = {v!r}" if isinstance(v, str) else f"{k} = {v}" for k, v in values.items()]
+    path = tmp_path / "local.toml"
+    path.write_text("\n".join(lines) + "\n")
+    iso = lambda ms: dt.datetime.fromtimestamp(ms / 1000, tz=dt.UTC).isoformat()  # noqa: E731
+    return [
+        str(Path(sys.executable).parent / "pilotwatch"),
+        "--home", str(tmp_path / "home"),
+        "edge", "run", "--device", DEVICE, "--simulate", "--seed", str(SEED), "--config", str(path),
+        "--sim-start", iso(start), "--sim-end", iso(end), "--exit-when-delivered",
+    ]  # fmt: skip
+
+
+def test_kill_9_while_publishing_then_restart_loses_and_duplicates_nothing(
+    private_stack: LocalStack, responder: AckResponder, manifest: Manifest, tmp_path: Path
+) -> None:
+    fleet = SimulatedFleet(manifest, SEED)
+    start = day_start(3)
+    end = start + 36 * HOUR_MS  # 2,592 readings in messages of 5
+    want = expected(fleet, start, end + 1)
+    command = edge_command(tmp_path, private_stack, start, end)
+    log = (tmp_path / "edge.log").open("wb")
+    first = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        while len(responder.received) < 100 and first.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.005)
+        first.send_signal(signal.SIGKILL)
+        first.wait(10)
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.wait()
+    assert first.returncode == -signal.SIGKILL, (tmp_path / "edge.log").read_text()
+    first_seqs = {seq for _, seq in responder.received}
+    with SqliteBuffer(tmp_path / "buffers" / f"{DEVICE}.sqlite") as buffer:
+        killed = buffer.stats()
+    assert 0 < killed.acked and killed.depth > 0, killed  # it really died half-way through
+    second = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, timeout=90, check=False)
+    log.close()
+    assert second.returncode == 0, (tmp_path / "edge.log").read_text()
+    assert stored(responder.influx) == want
+    with SqliteBuffer(tmp_path / "buffers" / f"{DEVICE}.sqlite") as buffer:
+        final = buffer.stats()
+    # Nothing sampled twice, nothing dropped, everything acknowledged; seqs went on increasing after the restart.
+    assert (final.added, final.acked, final.depth, final.dropped) == (len(want), len(want), 0, 0)
+    assert final.last_seq > killed.last_seq >= max(first_seqs)
+    assert set(seq for _, seq in responder.received) == set(range(final.last_seq + 1))
+
+
+def test_full_buffer_drops_the_oldest_and_counts_exactly_what_is_missing(
+    private_stack: LocalStack, responder: AckResponder, manifest: Manifest, tmp_path: Path
+) -> None:
+    fleet = SimulatedFleet(manifest, SEED)
+    start = day_start(2)
+    end = start + 24 * HOUR_MS
+    private_stack.stop_service("mosquitto")
+    agent = simulated_agent(settings(private_stack, tmp_path, max_buffer_readings=500), fleet.device(DEVICE), start)
+    agent.start()
+    try:
+        agent.sample(until_ms=end)
+        private_stack.start_service("mosquitto")
+        assert drive([agent], end, drain_timeout_s=60), agent.buffer.stats()
+        stats = agent.buffer.stats()
+    finally:
+        close(agent)
+    order = {s.id: i for i, s in enumerate(fleet.device(DEVICE).device.sensors)}
+    rows = sorted(
+        (r for r in fleet.device(DEVICE).truth(start, end + 1) if not math.isnan(r.value)),
+        key=lambda r: (r.true_t_ms, order[r.sensor]),
+    )
+    got = stored(responder.influx)
+    # Documented policy: the oldest readings go first; the counter says exactly how many are missing.
+    assert stats.dropped == len(rows) - 500 == len(rows) - len(got)
+    assert got == {(r.sensor, r.t_ms): r.value for r in rows[-500:]}
+    assert (stats.depth, stats.acked) == (0, 500)
