@@ -25,7 +25,8 @@ def test_messages_keep_their_seq_and_readings_until_acknowledged(tmp_path: Path)
         buffer.add(readings(25))
         first = buffer.form(10)
         second = buffer.form(10)
-        assert first is not None and second is not None
+        assert first is not None
+        assert second is not None
         assert (first.seq, second.seq) == (0, 1)
         assert first.readings == tuple(readings(25)[:10])
     # Reopened (a restart): the same seq gives the same readings, and new seqs go on from 2.
@@ -33,7 +34,9 @@ def test_messages_keep_their_seq_and_readings_until_acknowledged(tmp_path: Path)
         assert buffer.unacked_seqs() == [0, 1]
         assert buffer.message(0) == first.readings
         third = buffer.form(10)
-        assert third is not None and third.seq == 2 and len(third.readings) == 5
+        assert third is not None
+        assert third.seq == 2
+        assert len(third.readings) == 5
         assert buffer.ack(AckMessage("d-1", stored_through=-1, ranges=((1, 1),))) == (1, 10)
         assert buffer.unacked_seqs() == [0, 2]
         assert buffer.ack(AckMessage("d-1", stored_through=0)) == (1, 10)
@@ -44,7 +47,8 @@ def test_messages_keep_their_seq_and_readings_until_acknowledged(tmp_path: Path)
     with SqliteBuffer(path) as buffer:
         buffer.ack(AckMessage("d-1", stored_through=2))
         assert buffer.form(10) is None
-        assert buffer.stats().last_seq == 2 and buffer.depth == 0
+        assert buffer.stats().last_seq == 2
+        assert buffer.depth == 0
         buffer.add(readings(1))
         assert buffer.form(10).seq == 3  # type: ignore[union-attr]
 
@@ -57,7 +61,8 @@ def test_live_and_backlog_lanes(tmp_path: Path) -> None:
         assert buffer.unformed_after(floor) == 3
         live = buffer.form(100, after_id=floor)
         backlog = buffer.form(100, up_to_id=floor)
-        assert live is not None and backlog is not None
+        assert live is not None
+        assert backlog is not None
         assert [r.t_ms for r in live.readings] == [r.t_ms for r in readings(3, t0=1_800_000_000_000)]
         assert len(backlog.readings) == 30
 
@@ -111,7 +116,8 @@ def test_kill_9_during_writes_leaves_a_consistent_buffer(tmp_path: Path) -> None
     path = tmp_path / "b.sqlite"
     writer = subprocess.Popen([sys.executable, "-c", WRITER, str(path)], stdout=subprocess.PIPE, text=True)
     try:
-        assert writer.stdout is not None and writer.stdout.readline().strip() == "ready"
+        assert writer.stdout is not None
+        assert writer.stdout.readline().strip() == "ready"
         time.sleep(0.2)
         writer.send_signal(signal.SIGKILL)
         writer.wait(10)
@@ -130,6 +136,7 @@ def test_kill_9_during_writes_leaves_a_consistent_buffer(tmp_path: Path) -> None
         stats = buffer.stats()
         slots = buffer.last_slots()
     # Every committed transaction is whole: counters, readings, messages and slots agree.
-    assert stats.depth == held and stats.added == held + stats.acked + stats.dropped
+    assert stats.depth == held
+    assert stats.added == held + stats.acked + stats.dropped
     assert in_messages == held - stats.unformed
     assert stats.added == (slots["ph"] + 1) * 10 > 500
