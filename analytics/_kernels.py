@@ -601,3 +601,285 @@ def _aggregate(flags: np.ndarray, out: np.ndarray) -> None:
                 best = r
                 flag = flags[j, i]
         out[i] = flag if best >= 0 else MISSING
+
+
+# ============================================================================================= detectors
+# Every detector kernel walks ``values`` in order with ``mode``: 0 = score then learn (batch), 1 = score only,
+# 2 = learn only. Missing values (non-finite) get a NaN score and are not learned. State lives in the arrays
+# passed in and is updated in place, so any split of a series into chunks gives the same scores.
+SCORE_AND_LEARN = 0
+SCORE_ONLY = 1
+LEARN_ONLY = 2
+MAD_TO_SIGMA = 1.4826
+TINY = 1e-12
+
+
+@kernel
+def _sorted_remove(srt: np.ndarray, m: int, x: float) -> None:
+    k = np.searchsorted(srt[:m], x)
+    for r in range(k, m - 1):
+        srt[r] = srt[r + 1]
+
+
+@kernel
+def _sorted_insert(srt: np.ndarray, m: int, x: float) -> None:
+    k = np.searchsorted(srt[:m], x)
+    for r in range(m, k, -1):
+        srt[r] = srt[r - 1]
+    srt[k] = x
+
+
+@kernel
+def _kth_deviation(srt: np.ndarray, m: int, med: float, k: int) -> float:
+    """k-th smallest (0-based) of |srt[:m] - med| by merging the two sides of the median."""
+    right = np.searchsorted(srt[:m], med)
+    left = right - 1
+    d = 0.0
+    for _ in range(k + 1):
+        if left < 0:
+            d = srt[right] - med
+            right += 1
+        elif right >= m or med - srt[left] <= srt[right] - med:
+            d = med - srt[left]
+            left -= 1
+        else:
+            d = srt[right] - med
+            right += 1
+    return d
+
+
+@kernel
+def _median_mad(srt: np.ndarray, m: int) -> tuple[float, float]:
+    half = m // 2
+    med = srt[half] if m % 2 == 1 else 0.5 * (srt[half - 1] + srt[half])
+    if m % 2 == 1:
+        mad = _kth_deviation(srt, m, med, half)
+    else:
+        mad = 0.5 * (_kth_deviation(srt, m, med, half - 1) + _kth_deviation(srt, m, med, half))
+    return med, mad
+
+
+@kernel
+def _robust_z_run(
+    window: int,
+    grace: int,
+    min_scale: float,
+    buf: np.ndarray,
+    srt: np.ndarray,
+    ist: np.ndarray,
+    values: np.ndarray,
+    out: np.ndarray,
+    mode: int,
+) -> None:
+    """Rolling median/MAD z-score over the last ``window`` finite values. ist = [filled, ring pos, learned]."""
+    for i in range(values.shape[0]):
+        x = values[i]
+        if not np.isfinite(x):
+            if mode != LEARN_ONLY:
+                out[i] = np.nan
+            continue
+        m = ist[0]
+        if mode != LEARN_ONLY:
+            if ist[2] < grace or m == 0:
+                out[i] = 0.0
+            else:
+                med, mad = _median_mad(srt, m)
+                scale = max(MAD_TO_SIGMA * mad, min_scale, TINY)
+                out[i] = abs(x - med) / scale
+        if mode != SCORE_ONLY:
+            pos = ist[1]
+            if m == window:
+                _sorted_remove(srt, m, buf[pos])
+                m -= 1
+            buf[pos] = x
+            _sorted_insert(srt, m, x)
+            ist[0] = m + 1
+            ist[1] = (pos + 1) % window
+            ist[2] += 1
+
+
+@kernel
+def _ewma_run(
+    alpha: float, grace: int, min_scale: float, st: np.ndarray, values: np.ndarray, out: np.ndarray, mode: int
+) -> None:
+    """Exponentially weighted mean/variance z-score. st = [n, mean, var]."""
+    for i in range(values.shape[0]):
+        x = values[i]
+        if not np.isfinite(x):
+            if mode != LEARN_ONLY:
+                out[i] = np.nan
+            continue
+        if mode != LEARN_ONLY:
+            if st[0] < grace or st[0] == 0:
+                out[i] = 0.0
+            else:
+                out[i] = abs(x - st[1]) / max(np.sqrt(st[2]), min_scale, TINY)
+        if mode != SCORE_ONLY:
+            if st[0] == 0:
+                st[1] = x
+                st[2] = 0.0
+            else:
+                diff = x - st[1]
+                incr = alpha * diff
+                st[1] += incr
+                st[2] = (1.0 - alpha) * (st[2] + diff * incr)
+            st[0] += 1
+
+
+@kernel
+def _cusum_run(
+    alpha: float,
+    drift_k: float,
+    h: float,
+    grace: int,
+    min_scale: float,
+    st: np.ndarray,
+    values: np.ndarray,
+    out: np.ndarray,
+    mode: int,
+) -> None:
+    """Two-sided CUSUM of z-scores against a slow EWMA baseline; score = max(S+, S-) / h, reset after an alarm.
+
+    st = [n, mean, var, s_pos, s_neg]. The baseline learns only from points that raise no alarm.
+    """
+    for i in range(values.shape[0]):
+        x = values[i]
+        if not np.isfinite(x):
+            if mode != LEARN_ONLY:
+                out[i] = np.nan
+            continue
+        warm = st[0] >= grace and st[0] > 0
+        z = 0.0
+        if warm:
+            z = (x - st[1]) / max(np.sqrt(st[2]), min_scale, TINY)
+        sp = max(0.0, st[3] + z - drift_k) if warm else 0.0
+        sn = max(0.0, st[4] - z - drift_k) if warm else 0.0
+        if mode != LEARN_ONLY:
+            out[i] = max(sp, sn) / h
+        if mode != SCORE_ONLY:
+            alarm = max(sp, sn) > h
+            st[3] = 0.0 if alarm else sp
+            st[4] = 0.0 if alarm else sn
+            if st[0] == 0:
+                st[1] = x
+                st[2] = 0.0
+            elif not alarm:
+                diff = x - st[1]
+                incr = alpha * diff
+                st[1] += incr
+                st[2] = (1.0 - alpha) * (st[2] + diff * incr)
+            st[0] += 1
+
+
+@kernel
+def _seasonal_run(
+    n_bins: int,
+    alpha: float,
+    grace: int,
+    min_scale: float,
+    counts: np.ndarray,
+    means: np.ndarray,
+    variances: np.ndarray,
+    values: np.ndarray,
+    times: np.ndarray,
+    out: np.ndarray,
+    mode: int,
+) -> None:
+    """Time-of-day baseline: an EWMA mean/variance per bin of the day; z-score against the point's bin."""
+    bin_ns = NS_PER_DAY // n_bins
+    for i in range(values.shape[0]):
+        x = values[i]
+        if not np.isfinite(x):
+            if mode != LEARN_ONLY:
+                out[i] = np.nan
+            continue
+        b = (times[i] % NS_PER_DAY) // bin_ns
+        if mode != LEARN_ONLY:
+            if counts[b] < grace or counts[b] == 0:
+                out[i] = 0.0
+            else:
+                out[i] = abs(x - means[b]) / max(np.sqrt(variances[b]), min_scale, TINY)
+        if mode != SCORE_ONLY:
+            if counts[b] == 0:
+                means[b] = x
+                variances[b] = 0.0
+            else:
+                diff = x - means[b]
+                incr = alpha * diff
+                means[b] += incr
+                variances[b] = (1.0 - alpha) * (variances[b] + diff * incr)
+            counts[b] += 1
+
+
+@kernel
+def _drift_run(
+    fast_alpha: float,
+    slow_alpha: float,
+    amp_fast: float,
+    amp_slow: float,
+    collapse: float,
+    threshold: float,
+    grace_days: int,
+    min_scale: float,
+    smooth_alpha: float,
+    st: np.ndarray,
+    values: np.ndarray,
+    times: np.ndarray,
+    out: np.ndarray,
+    mode: int,
+) -> None:
+    """Drift and fouling: slow divergence of the level, or a collapsing daily cycle.
+
+    Per-point EWMAs: ``fast`` and ``slow`` levels and the slow mean absolute deviation (MAD-like scale). Per
+    day: the amplitude (max - min) feeds a fast and a slow EWMA. Score = max(|fast - slow| / (threshold *
+    scale), (1 - amp_fast / amp_slow) / collapse); 1 is the alarm level. Scores are 0 until ``grace_days`` full
+    days have been seen. The daily range is taken on a lightly smoothed value (``smooth_alpha``) so sensor noise
+    does not pose as a daily cycle. st = [n, fast, slow, scale, day, day_min, day_max, days_seen, amp_fast,
+    amp_slow, smoothed].
+    """
+    for i in range(values.shape[0]):
+        x = values[i]
+        if not np.isfinite(x):
+            if mode != LEARN_ONLY:
+                out[i] = np.nan
+            continue
+        day = float(times[i] // NS_PER_DAY)
+        if mode != LEARN_ONLY:
+            score = 0.0
+            if st[7] >= grace_days:
+                fast = st[1] + fast_alpha * (x - st[1])
+                level = abs(fast - st[2]) / (threshold * max(st[3], min_scale, TINY))
+                cycle = 0.0
+                if st[9] > TINY:
+                    cycle = (1.0 - st[8] / st[9]) / collapse
+                score = max(level, cycle)
+            out[i] = score
+        if mode != SCORE_ONLY:
+            if st[0] == 0:
+                st[1] = x
+                st[2] = x
+                st[3] = 0.0
+                st[4] = day
+                st[5] = x
+                st[6] = x
+                st[10] = x
+            else:
+                st[10] += smooth_alpha * (x - st[10])
+                if day != st[4]:
+                    amp = st[6] - st[5]
+                    if st[7] == 0:
+                        st[8] = amp
+                        st[9] = amp
+                    else:
+                        st[8] += amp_fast * (amp - st[8])
+                        st[9] += amp_slow * (amp - st[9])
+                    st[7] += 1
+                    st[4] = day
+                    st[5] = st[10]
+                    st[6] = st[10]
+                st[5] = min(st[5], st[10])
+                st[6] = max(st[6], st[10])
+                st[1] += fast_alpha * (x - st[1])
+                st[3] += slow_alpha * (abs(x - st[2]) - st[3])
+                st[2] += slow_alpha * (x - st[2])
+            st[0] += 1

@@ -1,0 +1,365 @@
+"""Streaming anomaly detectors for what QARTOD does not catch.
+
+Contract (river-style): each detector is a small object with ``score_one(x, t=None) -> float`` (high =
+anomalous, 1.0 = the detector's alarm level for :class:`RobustZScore`, :class:`EWMAZScore` and
+:class:`SeasonalBaseline` once divided by their ``threshold``; CUSUM and drift scores are already in alarm units)
+and ``learn_one(x, t=None) -> None``. Score first, then learn. Until ``grace_period`` values were learned the
+score is 0. Missing values (NaN, ±inf) score NaN and are not learned.
+
+``score_many(values, times=None)`` is the batch form: it scores then learns each value in turn and returns the
+scores; it runs the same Numba kernel as the streaming verbs, so streaming and batch results are identical, and
+any split of a series into chunks gives the same scores. State is explicit: ``state_dict()`` returns plain
+lists and numbers (JSON-able), ``from_state(d)`` restores a detector that continues exactly where it stopped;
+detectors also pickle.
+
+``alarm_score(values, times)`` is ``score_many`` scaled so that 1.0 is the alarm level for every detector.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar, Self
+
+import numpy as np
+import numpy.typing as npt
+
+from analytics import _kernels as k
+from analytics.qartod import as_times, as_values
+
+FloatArray = npt.NDArray[np.float64]
+
+
+def _positive(name: str, value: float, *, allow_zero: bool = False) -> float:
+    v = float(value)
+    if not (v >= 0 if allow_zero else v > 0) or not np.isfinite(v):
+        raise ValueError(f"{name} must be a finite number {'>= 0' if allow_zero else '> 0'}, got {value!r}")
+    return v
+
+
+def _count(name: str, value: int, minimum: int = 0) -> int:
+    if int(value) != value or value < minimum:
+        raise ValueError(f"{name} must be a whole number >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def _alpha(name: str, value: float) -> float:
+    v = float(value)
+    if not 0 < v <= 1:
+        raise ValueError(f"{name} must be in (0, 1], got {value!r}")
+    return v
+
+
+class Detector(ABC):
+    """Base of every streaming detector: parameters, explicit state arrays, and the three verbs."""
+
+    needs_times: ClassVar[bool] = False
+    scores_in_alarm_units: ClassVar[bool] = False
+    name: ClassVar[str] = ""
+    threshold: float = 1.0
+
+    def __init__(self) -> None:
+        self._state: dict[str, np.ndarray] = self._initial_state()
+
+    # -- subclasses ---------------------------------------------------------------------------------------
+    @abstractmethod
+    def _initial_state(self) -> dict[str, np.ndarray]: ...
+
+    @abstractmethod
+    def _run(self, values: FloatArray, times: npt.NDArray[np.int64], out: FloatArray, mode: int) -> None: ...
+
+    @abstractmethod
+    def params(self) -> dict[str, Any]:
+        """The constructor arguments, so ``type(d)(**d.params())`` builds a fresh twin."""
+
+    # -- verbs --------------------------------------------------------------------------------------------
+    def _times(self, times: Any, n: int) -> npt.NDArray[np.int64]:
+        if times is None:
+            if self.needs_times:
+                raise ValueError(f"{type(self).__name__} needs times")
+            return np.zeros(n, dtype=np.int64)
+        return as_times(times, n)
+
+    def _one(self, x: float, t: Any, mode: int) -> float:
+        values = np.array([x], dtype=np.float64)
+        times = self._times(None if t is None else [t] if not isinstance(t, np.ndarray) else t, 1)
+        out = np.zeros(1)
+        self._run(values, times, out, mode)
+        return float(out[0])
+
+    def score_one(self, x: float, t: Any = None) -> float:
+        """Score ``x`` (at time ``t``) without learning it."""
+        return self._one(x, t, k.SCORE_ONLY)
+
+    def learn_one(self, x: float, t: Any = None) -> None:
+        """Update the state with ``x`` (at time ``t``)."""
+        self._one(x, t, k.LEARN_ONLY)
+
+    def score_many(self, values: Any, times: Any = None) -> FloatArray:
+        """Score then learn each value in order; identical to ``score_one`` + ``learn_one`` per value."""
+        vals = as_values(values)
+        ts = self._times(times, vals.shape[0])
+        if ts.shape[0] > 1 and not bool(np.all(ts[1:] >= ts[:-1])):
+            raise ValueError("times must be sorted for a streaming detector")
+        out = np.zeros(vals.shape[0])
+        self._run(vals, ts, out, k.SCORE_AND_LEARN)
+        return out
+
+    def alarm_score(self, values: Any, times: Any = None) -> FloatArray:
+        """``score_many`` in alarm units: >= 1 means anomalous."""
+        scores = self.score_many(values, times)
+        return scores if self.scores_in_alarm_units else scores / self.threshold
+
+    # -- checkpoints --------------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "detector": type(self).__name__,
+            "params": self.params(),
+            "state": {key: arr.tolist() for key, arr in self._state.items()},
+        }
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> Self:
+        if state.get("detector") != cls.__name__:
+            raise ValueError(f"state is for {state.get('detector')!r}, not {cls.__name__}")
+        obj = cls(**state["params"])
+        for key, arr in obj._state.items():
+            arr[...] = np.asarray(state["state"][key], dtype=arr.dtype)
+        return obj
+
+
+class RobustZScore(Detector):
+    """|x - rolling median| / (1.4826 · rolling MAD) over the last ``window`` values (outliers, noise bursts)."""
+
+    name = "robust_z"
+
+    def __init__(self, window: int = 96, grace_period: int = 32, threshold: float = 6.0, min_scale: float = 0.0):
+        self.window = _count("window", window, 3)
+        self.grace_period = _count("grace_period", grace_period)
+        self.threshold = _positive("threshold", threshold)
+        self.min_scale = _positive("min_scale", min_scale, allow_zero=True)
+        super().__init__()
+
+    def params(self) -> dict[str, Any]:
+        return {
+            "window": self.window,
+            "grace_period": self.grace_period,
+            "threshold": self.threshold,
+            "min_scale": self.min_scale,
+        }
+
+    def _initial_state(self) -> dict[str, np.ndarray]:
+        return {"buf": np.zeros(self.window), "sorted": np.zeros(self.window), "counters": np.zeros(3, dtype=np.int64)}
+
+    def _run(self, values: FloatArray, times: npt.NDArray[np.int64], out: FloatArray, mode: int) -> None:
+        s = self._state
+        k._robust_z_run(
+            self.window, self.grace_period, self.min_scale, s["buf"], s["sorted"], s["counters"], values, out, mode
+        )
+
+
+class EWMAZScore(Detector):
+    """|x - EWMA mean| / EWMA standard deviation (fast changes against a smoothly adapting level)."""
+
+    name = "ewma"
+
+    def __init__(self, alpha: float = 0.05, grace_period: int = 32, threshold: float = 6.0, min_scale: float = 0.0):
+        self.alpha = _alpha("alpha", alpha)
+        self.grace_period = _count("grace_period", grace_period)
+        self.threshold = _positive("threshold", threshold)
+        self.min_scale = _positive("min_scale", min_scale, allow_zero=True)
+        super().__init__()
+
+    def params(self) -> dict[str, Any]:
+        return {
+            "alpha": self.alpha,
+            "grace_period": self.grace_period,
+            "threshold": self.threshold,
+            "min_scale": self.min_scale,
+        }
+
+    def _initial_state(self) -> dict[str, np.ndarray]:
+        return {"stats": np.zeros(3)}
+
+    def _run(self, values: FloatArray, times: npt.NDArray[np.int64], out: FloatArray, mode: int) -> None:
+        k._ewma_run(self.alpha, self.grace_period, self.min_scale, self._state["stats"], values, out, mode)
+
+
+class CUSUM(Detector):
+    """Two-sided CUSUM change detector on z-scores against a slow EWMA baseline (level shifts).
+
+    ``k`` is the allowance (in standard deviations) and ``h`` the decision interval; the score is
+    max(S+, S-) / h, so 1.0 is the alarm; sums reset after an alarm.
+    """
+
+    name = "cusum"
+    scores_in_alarm_units = True
+
+    def __init__(
+        self, alpha: float = 0.01, k: float = 0.5, h: float = 10.0, grace_period: int = 96, min_scale: float = 0.0
+    ) -> None:
+        self.alpha = _alpha("alpha", alpha)
+        self.k = _positive("k", k, allow_zero=True)
+        self.h = _positive("h", h)
+        self.grace_period = _count("grace_period", grace_period)
+        self.min_scale = _positive("min_scale", min_scale, allow_zero=True)
+        super().__init__()
+
+    def params(self) -> dict[str, Any]:
+        return {
+            "alpha": self.alpha,
+            "k": self.k,
+            "h": self.h,
+            "grace_period": self.grace_period,
+            "min_scale": self.min_scale,
+        }
+
+    def _initial_state(self) -> dict[str, np.ndarray]:
+        return {"stats": np.zeros(5)}
+
+    def _run(self, values: FloatArray, times: npt.NDArray[np.int64], out: FloatArray, mode: int) -> None:
+        k._cusum_run(
+            self.alpha, self.k, self.h, self.grace_period, self.min_scale, self._state["stats"], values, out, mode
+        )
+
+
+class SeasonalBaseline(Detector):
+    """Time-of-day baseline: per bin of the day (UTC), an EWMA mean and variance; z-score against the bin.
+
+    Catches a value that is normal for the day but not for the hour (e.g. night-time oxygen at noon levels).
+    ``grace_period`` counts values learned in the point's own bin.
+    """
+
+    name = "seasonal"
+    needs_times = True
+
+    def __init__(
+        self, bins: int = 24, alpha: float = 0.1, grace_period: int = 28, threshold: float = 6.0, min_scale: float = 0.0
+    ) -> None:
+        self.bins = _count("bins", bins, 1)
+        if k.NS_PER_DAY % self.bins:
+            raise ValueError(f"bins must divide a day into whole nanoseconds, got {bins!r}")
+        self.alpha = _alpha("alpha", alpha)
+        self.grace_period = _count("grace_period", grace_period)
+        self.threshold = _positive("threshold", threshold)
+        self.min_scale = _positive("min_scale", min_scale, allow_zero=True)
+        super().__init__()
+
+    def params(self) -> dict[str, Any]:
+        return {
+            "bins": self.bins,
+            "alpha": self.alpha,
+            "grace_period": self.grace_period,
+            "threshold": self.threshold,
+            "min_scale": self.min_scale,
+        }
+
+    def _initial_state(self) -> dict[str, np.ndarray]:
+        return {
+            "counts": np.zeros(self.bins, dtype=np.int64),
+            "means": np.zeros(self.bins),
+            "variances": np.zeros(self.bins),
+        }
+
+    def _run(self, values: FloatArray, times: npt.NDArray[np.int64], out: FloatArray, mode: int) -> None:
+        s = self._state
+        k._seasonal_run(
+            self.bins,
+            self.alpha,
+            self.grace_period,
+            self.min_scale,
+            s["counts"],
+            s["means"],
+            s["variances"],
+            values,
+            times,
+            out,
+            mode,
+        )
+
+
+class DriftDetector(Detector):
+    """Drift and fouling: a level that slowly walks away from its long-run reference, or a daily cycle that
+    collapses (a fouled oxygen or pH probe stops following the day).
+
+    ``fast_period`` and ``slow_period`` (seconds) set the two level EWMAs with the series' ``step`` (seconds);
+    ``threshold`` is the divergence, in long-run mean absolute deviations, that raises the alarm; ``collapse``
+    the fractional loss of daily amplitude that does. Scores are in alarm units (1.0 = alarm).
+    """
+
+    name = "drift"
+    needs_times = True
+    scores_in_alarm_units = True
+
+    def __init__(
+        self,
+        *,
+        step: float = 900.0,
+        fast_period: float = 86_400.0,
+        slow_period: float = 14 * 86_400.0,
+        threshold: float = 8.0,
+        collapse: float = 0.75,
+        grace_period: int = 3,
+        min_scale: float = 0.0,
+    ) -> None:
+        self.step = _positive("step", step)
+        self.fast_period = _positive("fast_period", fast_period)
+        self.slow_period = _positive("slow_period", slow_period)
+        if self.slow_period <= self.fast_period:
+            raise ValueError(f"slow_period must exceed fast_period, got {slow_period!r} <= {fast_period!r}")
+        self.threshold = _positive("threshold", threshold)
+        self.collapse = _alpha("collapse", collapse)
+        self.grace_period = _count("grace_period", grace_period)
+        self.min_scale = _positive("min_scale", min_scale, allow_zero=True)
+        super().__init__()
+
+    def params(self) -> dict[str, Any]:
+        return {
+            "step": self.step,
+            "fast_period": self.fast_period,
+            "slow_period": self.slow_period,
+            "threshold": self.threshold,
+            "collapse": self.collapse,
+            "grace_period": self.grace_period,
+            "min_scale": self.min_scale,
+        }
+
+    def _initial_state(self) -> dict[str, np.ndarray]:
+        return {"stats": np.zeros(11)}
+
+    def _run(self, values: FloatArray, times: npt.NDArray[np.int64], out: FloatArray, mode: int) -> None:
+        fast = min(1.0, self.step / self.fast_period)
+        slow = min(1.0, self.step / self.slow_period)
+        amp_fast = 0.5
+        amp_slow = min(1.0, 86_400.0 / self.slow_period)
+        k._drift_run(
+            fast,
+            slow,
+            amp_fast,
+            amp_slow,
+            self.collapse,
+            self.threshold,
+            self.grace_period,
+            self.min_scale,
+            min(1.0, self.step / 3600.0),
+            self._state["stats"],
+            values,
+            times,
+            out,
+            mode,
+        )
+
+
+DETECTORS: dict[str, type[Detector]] = {
+    cls.name: cls for cls in (RobustZScore, EWMAZScore, CUSUM, SeasonalBaseline, DriftDetector)
+}
+"""Every detector by its configuration name (the key in ``qc.detectors`` of the manifest)."""
+
+
+def detector_from_state(state: dict[str, Any]) -> Detector:
+    """Restore any detector from its ``state_dict()``."""
+    for cls in DETECTORS.values():
+        if cls.__name__ == state.get("detector"):
+            return cls.from_state(state)
+    raise ValueError(
+        f"unknown detector {state.get('detector')!r}; expected one of {[c.__name__ for c in DETECTORS.values()]}"
+    )

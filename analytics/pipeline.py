@@ -1,0 +1,133 @@
+"""Run everything configured for a site — QARTOD tests, detectors, labels — over many parameters at once.
+
+In: a table of readings (one column per parameter, aligned on one time axis; NaN where a parameter has no
+reading) and a :class:`analytics.config.QCConfig`. Out: a :class:`SiteResult` holding, per parameter, every
+test's flags, the aggregate flag, the anomaly score (alarm units: >= 1 is anomalous) and flag, and the label.
+
+Detectors learn only from readings that did not FAIL QARTOD, so a stuck or impossible value never becomes the
+baseline. Rows are evaluated in time order and returned in the caller's order. The streaming service calls
+:func:`evaluate_parameter` per series with carried detector state; the results equal a batch run over the
+same data because both run the same kernels in the same order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from analytics import detectors as det
+from analytics import qartod
+from analytics.config import ParameterQC, QCConfig
+from analytics.labels import LABEL_NAMES, Label, label_site
+
+U8 = npt.NDArray[np.uint8]
+F8 = npt.NDArray[np.float64]
+
+
+@dataclass
+class ParameterResult:
+    tests: dict[str, U8]
+    flag: U8
+    score: F8
+    anomaly: npt.NDArray[np.bool_]
+    label: npt.NDArray[np.int8] = field(default_factory=lambda: np.zeros(0, dtype=np.int8))
+
+    def label_names(self) -> list[str]:
+        return [LABEL_NAMES[Label(v)] for v in self.label]
+
+
+@dataclass
+class SiteResult:
+    times: npt.NDArray[np.int64]
+    parameters: dict[str, ParameterResult]
+
+
+def build_detectors(cfg: ParameterQC) -> dict[str, det.Detector]:
+    """Fresh detectors for one parameter, from its configuration."""
+    return {name: det.DETECTORS[name](**params.model_dump()) for name, params in cfg.detectors.configured().items()}
+
+
+def run_qartod(
+    values: F8, times: npt.NDArray[np.int64], cfg: ParameterQC, columns: Mapping[str, F8] | None = None
+) -> dict[str, U8]:
+    """Every configured QARTOD test of one parameter; ``columns`` supplies a neighbour's values."""
+    out: dict[str, U8] = {}
+    for name, params in cfg.qartod.configured().items():
+        kwargs: dict[str, Any] = params.model_dump()
+        if name == "neighbor":
+            ref = kwargs.pop("reference")
+            if columns is None or ref not in columns:
+                raise ValueError(f"neighbor test refers to parameter {ref!r}, which is not in the data")
+            kwargs["reference"] = columns[ref]
+        out[name] = qartod.TESTS[name](values, times, **kwargs)
+    return out
+
+
+def evaluate_parameter(
+    values: F8,
+    times: npt.NDArray[np.int64],
+    cfg: ParameterQC,
+    detectors: Mapping[str, det.Detector] | None = None,
+    columns: Mapping[str, F8] | None = None,
+) -> ParameterResult:
+    """QARTOD + detectors for one parameter (times sorted). ``detectors`` carry state and are updated."""
+    times = times.view("datetime64[ns]") if times.dtype == np.int64 else times
+    tests = run_qartod(values, times, cfg, columns)
+    flag = qartod.aggregate(tests) if tests else np.where(np.isfinite(values), 2, 9).astype(np.uint8)
+    detectors = build_detectors(cfg) if detectors is None else detectors
+    learnable = np.where(flag == qartod.QartodFlags.FAIL, np.nan, values)
+    score = np.zeros(values.shape[0])
+    for d in detectors.values():
+        s = d.alarm_score(learnable, times)
+        score = np.fmax(score, np.nan_to_num(s, nan=0.0))
+    score[~np.isfinite(values)] = np.nan
+    anomaly = (np.nan_to_num(score) >= 1.0) | (flag == qartod.QartodFlags.SUSPECT) | (flag == qartod.QartodFlags.FAIL)
+    return ParameterResult(tests=tests, flag=flag, score=score, anomaly=anomaly)
+
+
+def evaluate_site(
+    columns: Mapping[str, Any],
+    times: Any,
+    config: QCConfig,
+    device_ok: Any = None,
+) -> SiteResult:
+    """Evaluate every configured parameter of one site and label the anomalies (rows in the caller's order)."""
+    missing = [p for p in config.parameters if p not in columns]
+    if missing:
+        raise ValueError(f"configured parameter(s) {missing} not in the data; columns are {sorted(columns)}")
+    first = next(iter(config.parameters), None)
+    n = 0 if first is None else qartod.as_values(columns[first], first).shape[0]
+    ts = qartod.as_times(times, n)
+    order = np.argsort(ts, kind="stable")
+    ts_sorted = np.ascontiguousarray(ts[order])
+    cols = {p: np.ascontiguousarray(qartod.as_values(columns[p], p)[order]) for p in columns if p in config.parameters}
+    for p, c in cols.items():
+        if c.shape[0] != n:
+            raise ValueError(f"column {p!r} has {c.shape[0]} rows, expected {n}")
+    ok = None if device_ok is None else np.asarray(device_ok, dtype=bool)[order]
+    results = {p: evaluate_parameter(cols[p], ts_sorted, cfg, columns=cols) for p, cfg in config.parameters.items()}
+    labels = label_site(
+        {p: r.tests for p, r in results.items()},
+        {p: r.flag for p, r in results.items()},
+        {p: r.anomaly for p, r in results.items()},
+        ts_sorted,
+        agreement_window=config.labels.agreement_window,
+        min_agree=config.labels.min_agree,
+        device_ok=ok,
+    )
+    inverse = np.empty_like(order)
+    inverse[order] = np.arange(n)
+    unsorted: dict[str, ParameterResult] = {}
+    for p, r in results.items():
+        unsorted[p] = ParameterResult(
+            tests={name: f[inverse] for name, f in r.tests.items()},
+            flag=r.flag[inverse],
+            score=r.score[inverse],
+            anomaly=r.anomaly[inverse],
+            label=labels[p][inverse],
+        )
+    return SiteResult(times=ts, parameters=unsorted)
