@@ -154,7 +154,7 @@ class Vl53l1xEmulator:
         self.register = 0
         self.ranging = False
         self.ready = False
-        self.latched: tuple[int, int] = (0, 0)
+        self.latched: tuple[int, int] | None = None
 
     def on_write(self, data: bytes) -> None:
         self.register = int.from_bytes(data[:2], "big")
@@ -164,19 +164,22 @@ class Vl53l1xEmulator:
         if self.register == 0x0087:
             self.ranging = payload[0] == 0x40
             self.ready = self.ranging
-            if self.ready:
-                self.latched = self.distance_mm()
+            self.latched = None
         elif self.register == 0x0086 and self.ranging:
-            self.latched = self.distance_mm()
+            # Interrupt cleared: the next range is measured from now on, and latched when first looked at.
+            self.latched = None
             self.ready = True
 
     def on_read(self, length: int) -> bytes:
+        if self.ready and self.latched is None and self.register in (0x0031, 0x0089, 0x0096):
+            self.latched = self.distance_mm()
+        latched = self.latched or (0, 0)
         values = {
             0x010F: self.model_id.to_bytes(2, "big"),
             0x0030: b"\x01",  # interrupt polarity active high: ready when 0x0031 bit 0 is 1
             0x0031: b"\x01" if self.ready else b"\x00",
-            0x0089: bytes([self.latched[1]]),
-            0x0096: self.latched[0].to_bytes(2, "big"),
+            0x0089: bytes([latched[1]]),
+            0x0096: latched[0].to_bytes(2, "big"),
         }
         return values.get(self.register, b"\x00" * length)[:length]
 
