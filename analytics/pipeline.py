@@ -12,7 +12,7 @@ same data because both run the same kernels in the same order.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -94,8 +94,12 @@ def evaluate_site(
     times: Any,
     config: QCConfig,
     device_ok: Any = None,
+    progress: Callable[[str, int, int], None] | None = None,
 ) -> SiteResult:
-    """Evaluate every configured parameter of one site and label the anomalies (rows in the caller's order)."""
+    """Evaluate every configured parameter of one site and label the anomalies (rows in the caller's order).
+
+    ``progress(name, done, total)`` is called before each parameter and once at the end.
+    """
     missing = [p for p in config.parameters if p not in columns]
     if missing:
         raise ValueError(f"configured parameter(s) {missing} not in the data; columns are {sorted(columns)}")
@@ -104,12 +108,22 @@ def evaluate_site(
     ts = qartod.as_times(times, n)
     order = np.argsort(ts, kind="stable")
     ts_sorted = np.ascontiguousarray(ts[order])
-    cols = {p: np.ascontiguousarray(qartod.as_values(columns[p], p)[order]) for p in columns if p in config.parameters}
+    needed = set(config.parameters) | {
+        c.qartod.neighbor.reference for c in config.parameters.values() if c.qartod.neighbor is not None
+    }
+    cols = {p: np.ascontiguousarray(qartod.as_values(columns[p], p)[order]) for p in columns if p in needed}
     for p, c in cols.items():
         if c.shape[0] != n:
             raise ValueError(f"column {p!r} has {c.shape[0]} rows, expected {n}")
     ok = None if device_ok is None else np.asarray(device_ok, dtype=bool)[order]
-    results = {p: evaluate_parameter(cols[p], ts_sorted, cfg, columns=cols) for p, cfg in config.parameters.items()}
+    results: dict[str, ParameterResult] = {}
+    total = len(config.parameters)
+    for i, (p, cfg) in enumerate(config.parameters.items()):
+        if progress is not None:
+            progress(p, i, total)
+        results[p] = evaluate_parameter(cols[p], ts_sorted, cfg, columns=cols)
+    if progress is not None:
+        progress("labels", total, total)
     labels = label_site(
         {p: r.tests for p, r in results.items()},
         {p: r.flag for p, r in results.items()},
