@@ -19,6 +19,7 @@ from pilotwatch.wire import WireError
 COMMAND_MODULES = (
     "pilotwatch.stack_cli",
     "pilotwatch.manifest_cli",
+    "pilotwatch.demo",
     "api.cli",
     "dashboards.cli",
     "pilotwatch.deploy_cli",
