@@ -23,7 +23,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from pilotwatch.common_cli import common_settings
-from pilotwatch.influx import InfluxV1, quote_literal
+from pilotwatch.influx import InfluxV1
 from pilotwatch.manifest import Manifest, Role
 from pilotwatch.stack import LocalStack, StackConfig, free_port, load_stack
 
@@ -172,7 +172,9 @@ def run(args: argparse.Namespace) -> int:
 
     with InfluxV1(config.influx_url, config.database) as influx:
         stored = _stored_by_site(influx, window)
-    _print_summary(console, manifest, counts, stored, ingest.stats.readings_rejected, elapsed)
+    _print_summary(
+        console, manifest, counts=counts, stored=stored, rejected=ingest.stats.readings_rejected, elapsed_s=elapsed
+    )
 
     keys_file = home / "api-keys.yaml"
     store = KeyStore(keys_file)
@@ -204,6 +206,7 @@ def _stored_by_site(influx: InfluxV1, window: DemoWindow) -> dict[str, int]:
 def _print_summary(
     console: Console,
     manifest: Manifest,
+    *,
     counts: dict[str, Any],
     stored: dict[str, int],
     rejected: Counter[str],
