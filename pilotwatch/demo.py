@@ -95,10 +95,8 @@ def _stack_for(root: Path) -> LocalStack:
     """Reuse the stack of this folder if there is one; otherwise the usual ports, or free ones if taken."""
     if (root / "stack.json").exists():
         return load_stack(root)
-    ports = {}
-    for name, default in (("mqtt_port", 1883), ("influx_port", 8086), ("influx_rpc_port", 8088)):
-        ports[name] = default if _port_is_free(default) else free_port()
-    return LocalStack(StackConfig(root=root, **ports))
+    mqtt, influx, rpc = (port if _port_is_free(port) else free_port() for port in (1883, 8086, 8088))
+    return LocalStack(StackConfig(root=root, mqtt_port=mqtt, influx_port=influx, influx_rpc_port=rpc))
 
 
 def run(args: argparse.Namespace) -> int:
