@@ -88,7 +88,8 @@ def drive(
     progress: Callable[[FleetProgress], None] | None = None,
     progress_every_s: float = 0.5,
 ) -> bool:
-    """Step simulated agents to ``end_ms`` and pump until all is acknowledged; True when everything was.
+    """Sample simulated agents through ``[their clock, end_ms)`` and pump until all is acknowledged; True when
+    everything was.
 
     ``drain_timeout_s`` None keeps pumping after the end until ``stop`` is set (a simulated device that stays up).
     """
@@ -102,9 +103,9 @@ def drive(
     wall = SystemClock()
     last_progress = 0.0
 
-    def report(sim_ms: int) -> None:
+    def report(sim_ms: int, *, final: bool = False) -> None:
         nonlocal last_progress
-        if progress is None or time.monotonic() - last_progress < progress_every_s:
+        if progress is None or (not final and time.monotonic() - last_progress < progress_every_s):
             return
         last_progress = time.monotonic()
         stats = [a.buffer.stats() for a in agents]
@@ -119,15 +120,16 @@ def drive(
             )
         )
 
+    last = end_ms - 1  # the window is [start, end): a slot at end_ms belongs to the next window
     while not stop.is_set():
-        behind = [a for a in agents if a.clock.now_ms() < end_ms]
+        behind = [a for a in agents if a.clock.now_ms() < last]
         if not behind:
             break
         moved = False
         for agent in behind:
             if agent.buffer.unformed >= max_backlog:
                 continue  # the pipeline is behind: let it catch up before sampling more
-            target = min(agent.clock.now_ms() + chunk_ms, end_ms, wall.now_ms())
+            target = min(agent.clock.now_ms() + chunk_ms, last, wall.now_ms())
             if target > agent.clock.now_ms():
                 agent.sample(until_ms=target)
                 moved = True
@@ -142,10 +144,11 @@ def drive(
             agent.pump()
         report(end_ms)
         if drain_timeout_s is not None and all(a.idle for a in agents):
-            return True
+            break
         if deadline is not None and time.monotonic() > deadline:
-            return False
+            break
         stop.wait(0.01)
+    report(end_ms, final=True)
     return all(a.idle for a in agents)
 
 

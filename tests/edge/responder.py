@@ -18,7 +18,18 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from pilotwatch.influx import InfluxV1, StoredReading
 from pilotwatch.manifest import Manifest
-from pilotwatch.wire import READINGS_SUBSCRIPTION, AckMessage, ReadingsMessage, ack_topic, decode_readings
+from pilotwatch.wire import (
+    READINGS_SUBSCRIPTION,
+    STATUS_SUBSCRIPTION,
+    AckMessage,
+    Channel,
+    ReadingsMessage,
+    StatusMessage,
+    ack_topic,
+    decode_readings,
+    decode_status,
+    parse_topic,
+)
 
 
 def compress(seqs: set[int]) -> tuple[int, tuple[tuple[int, int], ...]]:
@@ -40,11 +51,13 @@ class AckResponder:
         self.index = manifest.device_index()
         self.stored: dict[str, set[int]] = defaultdict(set)
         self.received: Counter[tuple[str, int]] = Counter()
+        self.history: list[ReadingsMessage] = []  # every message in order of arrival, re-sends included
+        self.statuses: dict[str, StatusMessage] = {}
         self.paused = threading.Event()  # set: receive but neither store nor acknowledge
         self._queue: queue.SimpleQueue[ReadingsMessage | None] = queue.SimpleQueue()
         self._client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False)
         self._client.max_inflight_messages_set(500)
-        self._client.on_connect = lambda c, *_: c.subscribe(READINGS_SUBSCRIPTION, qos=1)
+        self._client.on_connect = lambda c, *_: c.subscribe([(READINGS_SUBSCRIPTION, 1), (STATUS_SUBSCRIPTION, 1)])
         self._client.on_message = self._on_message
         self._client.reconnect_delay_set(1, 1)
         self._client.connect_async(host, port)
@@ -63,10 +76,16 @@ class AckResponder:
         self._client.loop_stop()
 
     def _on_message(self, _c: object, _u: object, msg: mqtt.MQTTMessage) -> None:
+        if parse_topic(msg.topic)[1] is Channel.STATUS:
+            status = decode_status(msg.topic, bytes(msg.payload))
+            with self._lock:
+                self.statuses[status.device] = status
+            return
         decoded = decode_readings(msg.topic, bytes(msg.payload))
         assert not decoded.rejected, decoded.rejected
         with self._lock:
             self.received[(decoded.message.device, decoded.message.seq)] += 1
+            self.history.append(decoded.message)
         if not self.paused.is_set():
             self._queue.put(decoded.message)
 

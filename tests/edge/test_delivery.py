@@ -8,7 +8,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -21,6 +21,8 @@ from firmware_sim.fleet import SimulatedFleet
 from pilotwatch.influx import InfluxV1
 from pilotwatch.manifest import Manifest
 from pilotwatch.stack import LocalStack
+from pilotwatch.wire import DeviceState
+from tests.edge.conftest import start_responder
 from tests.edge.responder import AckResponder
 
 DEVICE = "bkk-pratunam-wq1"  # six sensors at 300 s: 1,728 readings a day
@@ -48,6 +50,18 @@ def settings(stack: LocalStack, buffer_dir: Path, **extra: object) -> EdgeSettin
     return EdgeSettings(**values)  # type: ignore[arg-type]
 
 
+def wait_for(condition: Callable[[], bool], timeout_s: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if condition():
+                return
+        except KeyError:
+            pass
+        time.sleep(0.02)
+    raise AssertionError(f"not true within {timeout_s} s")
+
+
 def stored(influx: InfluxV1) -> dict[tuple[str, int], float]:
     rows = influx.query(f"SELECT value FROM reading WHERE device = '{DEVICE}' GROUP BY sensor")
     return {(r["sensor"], r["time"]): r["value"] for r in rows}
@@ -61,12 +75,11 @@ def expected(fleet: SimulatedFleet, start_ms: int, end_ms: int) -> dict[tuple[st
 
 @pytest.fixture
 def responder(private_stack: LocalStack, manifest: Manifest) -> Iterator[AckResponder]:
-    influx = InfluxV1(private_stack.config.influx_url, "edge_delivery")
-    influx.create_database()
-    responder = AckResponder("127.0.0.1", private_stack.config.mqtt_port, influx, manifest, "test-responder").start()
+    """Overrides the module-stack responder: these tests kill services, so they get a stack of their own."""
+    responder = start_responder(private_stack, manifest)
     yield responder
     responder.stop()
-    influx.close()
+    responder.influx.close()
 
 
 def close(agent: EdgeAgent) -> None:
@@ -131,7 +144,7 @@ def test_kill_9_while_publishing_then_restart_loses_and_duplicates_nothing(
     fleet = SimulatedFleet(manifest, SEED)
     start = day_start(3)
     end = start + 36 * HOUR_MS  # 2,592 readings in messages of 5
-    want = expected(fleet, start, end + 1)
+    want = expected(fleet, start, end)
     command = edge_command(tmp_path, private_stack, start, end)
     log = (tmp_path / "edge.log").open("wb")
     first = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
@@ -146,6 +159,7 @@ def test_kill_9_while_publishing_then_restart_loses_and_duplicates_nothing(
             first.kill()
             first.wait()
     assert first.returncode == -signal.SIGKILL, (tmp_path / "edge.log").read_text()
+    wait_for(lambda: responder.statuses[DEVICE].state is DeviceState.LOST)  # the broker's last will
     first_seqs = {seq for _, seq in responder.received}
     with SqliteBuffer(tmp_path / "buffers" / f"{DEVICE}.sqlite") as buffer:
         killed = buffer.stats()
@@ -162,6 +176,13 @@ def test_kill_9_while_publishing_then_restart_loses_and_duplicates_nothing(
     assert (final.added, final.acked, final.depth, final.dropped) == (len(want), len(want), 0, 0)
     assert final.last_seq > killed.last_seq >= max(first_seqs)
     assert {seq for _, seq in responder.received} == set(range(final.last_seq + 1))
+    wait_for(lambda: responder.statuses[DEVICE].state is DeviceState.OFFLINE)  # a clean exit says so
+    status = responder.statuses[DEVICE]
+    assert (status.buffer_depth, status.last_seq, status.oldest_unsent_ms) == (0, final.last_seq, None)
+    assert set(status.sensors) == {s.id for s in fleet.device(DEVICE).device.sensors}
+    assert status.battery_pct is not None
+    assert status.signal_dbm is not None
+    assert status.disk_free_mb is not None
 
 
 def test_full_buffer_drops_the_oldest_and_counts_exactly_what_is_missing(
