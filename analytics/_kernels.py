@@ -41,6 +41,25 @@ PERIOD_CODES = {
 }
 
 
+NAT = np.iinfo(np.int64).min
+
+
+@kernel
+def _has_nat(times: np.ndarray) -> bool:
+    for t in times:  # noqa: SIM110  # an explicit loop compiles to a tight kernel
+        if t == NAT:
+            return True
+    return False
+
+
+@kernel
+def _is_sorted(times: np.ndarray) -> bool:
+    for i in range(1, times.shape[0]):  # noqa: SIM110  # an explicit loop compiles to a tight kernel
+        if times[i] < times[i - 1]:
+            return False
+    return True
+
+
 # --------------------------------------------------------------------------------------------- gross range
 @parallel_kernel
 def _gross_range(
@@ -97,11 +116,11 @@ def _days_from_civil(y: int, m: int, d: int) -> int:
 @kernel
 def _period_value(t_ns: int, code: int) -> float:  # noqa: PLR0911  # one return per calendar period
     """The pandas ``Timestamp.<period>`` attribute of ``t_ns`` for a period code of :data:`PERIOD_CODES`."""
-    days = t_ns // NS_PER_DAY
     if code == 8:
         return float((t_ns // (3600 * NS_PER_S)) % 24)
     if code == 9:
         return float((t_ns // (60 * NS_PER_S)) % 60)
+    days = t_ns // NS_PER_DAY
     if code == 6:
         return float((days + 3) % 7)
     if code == 4:
@@ -128,7 +147,7 @@ def _period_values(times: np.ndarray, code: int, out: np.ndarray) -> None:
 
 
 # --------------------------------------------------------------------------------------------- climatology
-@kernel
+@parallel_kernel
 def _climatology(
     values: np.ndarray,
     times: np.ndarray,
@@ -154,7 +173,7 @@ def _climatology(
         if not np.isnan(depths[i]):
             any_depth = True
             break
-    for i in range(values.shape[0]):
+    for i in prange(values.shape[0]):
         v = values[i]
         if np.isnan(v):
             out[i] = MISSING
@@ -165,7 +184,7 @@ def _climatology(
             if has_z[k]:
                 if not any_depth:
                     continue
-                z = depths[i]
+                z = depths[i] if depths.shape[0] > i else np.nan
                 if np.isnan(z) or z < z_lo[k] or z > z_hi[k]:
                     continue
             if codes[k] == 0:

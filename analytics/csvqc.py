@@ -134,7 +134,8 @@ def derive_parameter(
     notes = [
         f"{name}: gross_range suspect {suspect[0]:.4g}..{suspect[1]:.4g}, fail {fail[0]:.4g}..{fail[1]:.4g} "
         "(0.5–99.5 percentiles widened by 25 % / 100 % of their spread)",
-        f"{name}: spike suspect {spike_s:.4g}, fail {3 * spike_s:.4g} (3× the 99th percentile of the deviation from neighbours)",
+        f"{name}: spike suspect {spike_s:.4g}, fail {3 * spike_s:.4g} "
+        "(3× the 99th percentile of the deviation from neighbours)",
         f"{name}: flat_line suspect {flat_suspect:.0f} s, fail {3 * flat_suspect:.0f} s, tolerance {res / 2:.3g} "
         f"(resolution {res:.3g}, step {step:.0f} s)",
     ]

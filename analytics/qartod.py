@@ -77,9 +77,7 @@ def as_times(times: Any, n: int, name: str = "times") -> npt.NDArray[np.int64]:
     if arr.shape[0] != n:
         raise ValueError(f"{name} has {arr.shape[0]} entries but values has {n}")
     if np.issubdtype(arr.dtype, np.datetime64):
-        if np.isnat(arr).any():
-            raise ValueError(f"{name} contains NaT; drop those rows first")
-        ns = arr.astype("datetime64[ns]").view(np.int64)
+        ns = arr.astype("datetime64[ns]", copy=False).view(np.int64)
     elif np.issubdtype(arr.dtype, np.integer):
         ns = arr.astype(np.int64) * k.NS_PER_S
     elif np.issubdtype(arr.dtype, np.floating):
@@ -93,7 +91,10 @@ def as_times(times: Any, n: int, name: str = "times") -> npt.NDArray[np.int64]:
             raise ValueError(f"{name} could not be read as times: {exc}") from exc
     else:
         raise ValueError(f"{name} must be datetimes or epoch seconds, got dtype {arr.dtype}")
-    return np.ascontiguousarray(ns, dtype=np.int64)
+    ns = np.ascontiguousarray(ns, dtype=np.int64)
+    if ns.shape[0] and k._has_nat(ns):
+        raise ValueError(f"{name} contains NaT; drop those rows first")
+    return ns
 
 
 def _span(name: str, span: Any) -> tuple[float, float]:
@@ -126,7 +127,7 @@ def _in_time_order(
     run: Callable[[npt.NDArray[np.float64], npt.NDArray[np.int64]], FlagArray],
 ) -> FlagArray:
     """Run ``run`` on the series sorted by time (stable) and return flags in the caller's order."""
-    if times.shape[0] < 2 or bool(np.all(times[1:] >= times[:-1])):
+    if k._is_sorted(times):
         return run(values, times)
     order = np.argsort(times, kind="stable")
     flags_sorted = run(np.ascontiguousarray(values[order]), np.ascontiguousarray(times[order]))
@@ -185,8 +186,8 @@ def climatology_test(
     vals = as_values(values)
     n = vals.shape[0]
     ts = as_times(times, n)
-    z = np.full(n, np.nan) if depths is None else as_values(depths, "depths")
-    if z.shape[0] != n:
+    z = np.empty(0) if depths is None else as_values(depths, "depths")
+    if depths is not None and z.shape[0] != n:
         raise ValueError(f"depths has {z.shape[0]} entries but values has {n}")
     if isinstance(members, Mapping) or not isinstance(members, Sequence):
         raise ValueError("members must be a list of climatology members (dicts with tspan, vspan, ...)")
