@@ -297,9 +297,7 @@ def test_acl_confines_each_device_to_its_own_topics(broker: tuple[Broker, dict[s
         # Ingest may write acks but not readings: a forged reading from ingest reaches nobody.
         ingest.client.publish(readings_topic(a), b"from-ingest", qos=1).wait_for_publish(5)
 
-        wrong = Client(b, "not-the-password", server.tls_port, tls_ca=tls_files / "ca.crt")
-        clients.append(wrong)
-        assert wrong.connect_failure is not None
+        assert connack(b, "not-the-password", server.tls_port, tls_files / "ca.crt").is_failure
         other = Client(b, passwords[b], server.tls_port, tls_ca=tls_files / "ca.crt")
         clients.append(other)
         assert other.connect_failure is None
@@ -313,25 +311,38 @@ def test_acl_confines_each_device_to_its_own_topics(broker: tuple[Broker, dict[s
             client.close()
 
 
-def test_anonymous_clients_are_refused(broker: tuple[Broker, dict[str, str]]) -> None:
-    server, _ = broker
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="anon", protocol=mqtt.MQTTv311)
+def connack(user: str | None, password: str | None, port: int, tls_ca: Path | None = None) -> Any:
+    """The broker's CONNACK reason for one login. Driven by hand, without paho's network thread, because a
+    refused client under ``loop_start`` keeps reconnecting and leaves its wake-up socket pair open."""
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"{user or 'anon'}-login", protocol=mqtt.MQTTv311)
+    if user is not None:
+        client.username_pw_set(user, password)
+    if tls_ca is not None:
+        client.tls_set(ca_certs=str(tls_ca))
     result: list[Any] = []
-    done = threading.Event()
 
     def on_connect(c: Any, u: Any, f: Any, reason: Any, p: Any) -> None:
         result.append(reason)
-        done.set()
 
     client.on_connect = on_connect
-    client.connect("127.0.0.1", server.plain_port)
-    client.loop_start()
-    try:
-        assert done.wait(10)
-        assert result[0].is_failure
-    finally:
-        client.disconnect()
-        client.loop_stop()
+    client.connect("127.0.0.1", port)
+    deadline = time.monotonic() + 10
+    while not result and time.monotonic() < deadline:
+        client.loop(0.05)
+    client.disconnect()
+    sock = client.socket()
+    if sock is not None:
+        sock.close()
+    assert result, "no CONNACK"
+    return result[0]
+
+
+def test_anonymous_clients_are_refused(broker: tuple[Broker, dict[str, str]], tls_files: Path) -> None:
+    server, passwords = broker
+    assert connack(None, None, server.plain_port).is_failure
+    assert connack(None, None, server.tls_port, tls_files / "ca.crt").is_failure
+    # The same login path accepts a real device, so the refusals above are the broker's, not the helper's.
+    assert not connack("dng-quay-bin1", passwords["dng-quay-bin1"], server.tls_port, tls_files / "ca.crt").is_failure
 
 
 def test_credentials_are_kept_across_runs_and_follow_the_manifest(tmp_path: Path, manifest: Manifest) -> None:
