@@ -10,7 +10,7 @@ import pytest
 
 from edge.agent import EdgeAgent
 from edge.fleet import FleetProgress, drive, run_fleet, simulated_agent
-from edge.settings import EdgeSettings
+from edge.settings import EdgeSettings, load_edge_settings
 from firmware_sim.fleet import SimulatedFleet
 from pilotwatch.manifest import Manifest
 from pilotwatch.stack import LocalStack
@@ -120,3 +120,25 @@ def test_settings_refuse_unsafe_windows_and_half_tls() -> None:
     with pytest.raises(ValueError, match="tls_cert and tls_key go together"):
         EdgeSettings(device="d-1", tls_ca=Path("ca"), tls_cert=Path("c"))
     assert EdgeSettings(device="d-1", password="x").mqtt_username == "d-1"  # type: ignore[arg-type]
+
+
+def test_sample_config_and_systemd_unit_load() -> None:
+    root = Path(__file__).resolve().parents[2]
+    settings = load_edge_settings(root / "edge" / "local.sample.toml", device="bkk-pratunam-wq1")
+    assert settings.max_inflight == 200
+    assert settings.counters["gpio17"] == Path("/sys/bus/counter/devices/counter0/count0/count")
+    unit = (root / "deploy" / "systemd" / "pilotwatch-edge@.service").read_text()
+    assert "edge run --device %i --config /etc/pilotwatch/edge.toml" in unit
+    secret = (root / "deploy" / "systemd" / "edge.env.sample").read_text().split("PILOTWATCH_EDGE_PASSWORD=")[1]
+    with pytest.raises(ValueError, match="placeholder"):
+        EdgeSettings(device="d-1", password=secret.strip())  # type: ignore[arg-type]
+
+
+def test_local_config_errors_are_named(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[edge]\nmqtt_prot = 1883\n")
+    with pytest.raises(ValueError, match="mqtt_prot"):
+        load_edge_settings(bad, device="d-1")
+    bad.write_text("[mqtt]\nport = 1\n")
+    with pytest.raises(ValueError, match=r"only an \[edge\] table"):
+        load_edge_settings(bad)
