@@ -67,7 +67,11 @@ def _settings(args: argparse.Namespace) -> ApiSettings:
         value = getattr(args, name, None)
         if value is not None:
             overrides[name] = value
-    return ApiSettings(**overrides)
+    settings = ApiSettings(**overrides)
+    if "keys_file" not in settings.model_fields_set:
+        # Neither --keys-file nor PILOTWATCH_API_KEYS_FILE: the keys live in the pilotwatch home (--home).
+        settings = settings.model_copy(update={"keys_file": common_settings(args).home / "api-keys.yaml"})
+    return settings
 
 
 def _manifest(args: argparse.Namespace, settings: ApiSettings) -> Manifest:

@@ -39,7 +39,8 @@ class ApiSettings(BaseSettings):
     influx_timeout_s: float = 30.0
 
     keys_file: Path = Path(".pilotwatch/api-keys.yaml")
-    """YAML or JSON file of hashed API keys (``pilotwatch api keys add`` writes it)."""
+    """YAML or JSON file of hashed API keys (``pilotwatch api keys add`` writes it); the CLI's default is
+    ``<PILOTWATCH_HOME>/api-keys.yaml``."""
     manifest: Path | None = None
     """Pilot manifest; empty means ``PILOTWATCH_MANIFEST`` or the shipped default."""
 
