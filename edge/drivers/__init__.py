@@ -36,8 +36,8 @@ class Hardware:
     w1_dir: Path = Path("/sys/bus/w1/devices")
     counters: dict[str, PulseCounter] = field(default_factory=dict)
     default_serial: str = "/dev/serial0"
-    _i2c: I2CBus | None = None
-    _serial: dict[str, SerialPort] = field(default_factory=dict)
+    _i2c: I2CBus | None = field(default=None, init=False)
+    _serial: dict[str, SerialPort] = field(default_factory=dict, init=False)
 
     @classmethod
     def linux(

@@ -2,7 +2,8 @@
 
 It subscribes to every device's readings (persistent session, QoS 1), writes them to InfluxDB with the schema of
 :mod:`pilotwatch.influx`, and only after InfluxDB answered 204 publishes an :class:`AckMessage` with everything
-stored so far for that device (``stored_through`` = the contiguous prefix from seq 0, then ranges). It records
+stored so far for that device (``stored_through`` = the contiguous prefix from seq 0, then ranges, as ingest's
+ledger computes them). It records
 every seq it received, duplicates included, so tests can see re-sends.
 """
 
@@ -16,6 +17,7 @@ from collections import Counter, defaultdict
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from ingest.ledger import SeqSet
 from pilotwatch.influx import InfluxV1, StoredReading
 from pilotwatch.manifest import Manifest
 from pilotwatch.wire import (
@@ -32,24 +34,11 @@ from pilotwatch.wire import (
 )
 
 
-def compress(seqs: set[int]) -> tuple[int, tuple[tuple[int, int], ...]]:
-    through = -1
-    while through + 1 in seqs:
-        through += 1
-    ranges: list[tuple[int, int]] = []
-    for seq in sorted(s for s in seqs if s > through + 1):
-        if ranges and ranges[-1][1] == seq - 1:
-            ranges[-1] = (ranges[-1][0], seq)
-        else:
-            ranges.append((seq, seq))
-    return through, tuple(ranges)
-
-
 class AckResponder:
     def __init__(self, host: str, port: int, influx: InfluxV1, manifest: Manifest, client_id: str) -> None:
         self.influx = influx
         self.index = manifest.device_index()
-        self.stored: dict[str, set[int]] = defaultdict(set)
+        self.stored: dict[str, SeqSet] = defaultdict(SeqSet)
         self.received: Counter[tuple[str, int]] = Counter()
         self.history: list[ReadingsMessage] = []  # every message in order of arrival, re-sends included
         self.statuses: dict[str, StatusMessage] = {}
@@ -128,8 +117,9 @@ class AckResponder:
                 self.stored[message.device].add(message.seq)
                 devices.add(message.device)
             for device in devices:
-                through, ranges = compress(self.stored[device])
-                ack = AckMessage(device, through, ranges, t_ms=time.time_ns() // 1_000_000)
+                stored = self.stored[device]
+                through = stored.through(0)
+                ack = AckMessage(device, through, tuple(stored.above(through)), t_ms=time.time_ns() // 1_000_000)
                 self._client.publish(ack_topic(device), ack.encode(), qos=1)
 
     def duplicates(self) -> int:
