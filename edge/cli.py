@@ -161,7 +161,8 @@ def _buffer(args: argparse.Namespace) -> int:
         ("last seq", str(stats.last_seq)),
         ("added", f"{stats.added:,}"),
         ("acknowledged", f"{stats.acked:,}"),
-        ("dropped (buffer full)", f"{stats.dropped:,} readings in {stats.dropped_messages:,} whole messages + rest"),
+        ("dropped (buffer full), readings", f"{stats.dropped:,}"),
+        ("  of which in whole messages", f"{stats.dropped_messages:,} messages"),
         ("capacity", f"{settings.max_buffer_readings:,} readings"),
     ]
     for name, value in rows:

@@ -93,6 +93,11 @@ class Sampler:
                 state.health = exc.code
                 state.errors += 1
                 continue
+            except OSError:
+                # A bus that vanished (USB adapter unplugged, /dev/i2c-1 missing) is this sensor's problem only.
+                state.health = "bus_error"
+                state.errors += 1
+                continue
             state.health = "ok"
             low, high = state.sensor.valid_range
             flag = measurement.flag
