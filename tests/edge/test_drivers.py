@@ -274,3 +274,32 @@ def test_every_manifest_driver_builds_on_emulated_hardware(manifest: Manifest, t
     no_counter = sensors["pulse-flow"].model_copy(update={"address": "gpio4"})
     with pytest.raises(ValueError, match="no pulse counter named 'gpio4'"):
         build_driver(no_counter, hardware)
+
+
+def test_sampler_stamps_flags_and_survives_a_vanished_bus(manifest: Manifest) -> None:
+    from edge.clock import SimulatedClock  # noqa: PLC0415
+    from edge.drivers.base import Measurement  # noqa: PLC0415
+    from edge.sampler import Sampler  # noqa: PLC0415
+
+    device = manifest.device_index()["cto-anlac-bin2"].device  # fill (0..100) and temp, every 900 s
+
+    class Gone:
+        def read(self) -> Measurement:
+            raise FileNotFoundError(2, "No such file or directory", "/dev/i2c-1")
+
+        def close(self) -> None: ...
+
+    class Hot:
+        def read(self) -> Measurement:
+            return Measurement(95.5)
+
+        def close(self) -> None: ...
+
+    clock = SimulatedClock(1_790_000_100_000)
+    sampler = Sampler(device, {"fill": Gone(), "temp": Hot()}, clock)
+    clock.advance_to(sampler.next_due_ms)
+    batch = sampler.sample_due()
+    assert [(r.sensor, r.t_ms, r.value, r.flag) for r in batch.readings] == [("temp", clock.now_ms(), 95.5, 4)]
+    assert sampler.health() == {"fill": "bus_error", "temp": "ok"}
+    assert batch.slots == {"fill": clock.now_ms(), "temp": clock.now_ms()}
+    assert sampler.next_due_ms == clock.now_ms() + 900_000
