@@ -11,7 +11,7 @@ from analytics.labels import LABEL_NAMES, Label
 from analytics.pipeline import evaluate_site
 from analytics.service import QCService, qc_line
 from pilotwatch.influx import InfluxV1
-from tests.analytics.synthetic import PARAMS, clean_site, inject_event
+from tests.analytics.synthetic import PARAMS, Site, clean_site, inject_event
 
 STEP_MS = 900_000
 HOUR_MS = 3_600_000
@@ -44,8 +44,6 @@ CFG = {
 def _site() -> tuple[np.ndarray, dict[str, np.ndarray]]:
     rng = np.random.default_rng(11)
     times, values = clean_site(rng, 3)
-    from tests.analytics.synthetic import Site
-
     site = Site(times, values)
     inject_event(rng, site, 150)
     values["do"][60] += 9  # a spike
