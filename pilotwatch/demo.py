@@ -195,7 +195,7 @@ def _fmt(ms: int) -> str:
 
 def _stored_by_site(influx: InfluxV1, window: DemoWindow) -> dict[str, int]:
     rows = influx.query(
-        f"SELECT count(value) FROM reading WHERE time >= {window.start_ms}ms AND time <= {window.end_ms}ms "  # noqa: S608
+        f"SELECT count(value) FROM reading WHERE time >= {window.start_ms}ms AND time < {window.end_ms}ms "  # noqa: S608
         "GROUP BY site"
     )
     return {row["site"]: int(row["count"]) for row in rows}

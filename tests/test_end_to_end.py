@@ -145,10 +145,10 @@ def test_every_sampled_reading_lands_with_value_unit_tags_and_time(
     finally:
         ingest.stop()
 
-    # What the simulated sensors produced: the ground truth on the sampling grid, end instant included.
+    # What the simulated sensors produced: the ground truth on the sampling grid of [START_MS, END_MS).
     truth = [
         row
-        for row in SimulatedFleet(fault_free_manifest, 7).truth(START_MS, END_MS + 1, DEVICES)
+        for row in SimulatedFleet(fault_free_manifest, 7).truth(START_MS, END_MS, DEVICES)
         if not math.isnan(row.value)
     ]
     assert truth, "the simulator produced no readings"
