@@ -26,6 +26,7 @@ COMMAND_MODULES = (
     "ingest.cli",
     "firmware_sim.cli",
     "edge.cli",
+    "analytics.cli",
 )
 
 Handler = Callable[[argparse.Namespace], int]

@@ -22,6 +22,7 @@ from typing import Annotated, Any, Self
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from analytics.config import ParameterQC
 from pilotwatch.wire import DEVICE_ID_PATTERN, SENSOR_ID_PATTERN
 
 MANIFEST_VERSION = 1
@@ -181,7 +182,7 @@ class Sensor(Strict):
     calibration: dict[str, float] = Field(
         default_factory=dict, description="driver constants, e.g. empty_cm/full_cm for a bin fill sensor"
     )
-    qc: dict[str, Any] = Field(default_factory=dict, description="QC configuration, see docs/qc.md")
+    qc: ParameterQC = Field(default_factory=ParameterQC, description="QC configuration, see docs/qc.md")
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:

@@ -140,3 +140,17 @@ def test_missing_file_and_non_mapping(tmp_path: Path) -> None:
     path.write_text("- 1\n- 2\n")
     with pytest.raises(ManifestError, match="the manifest must be a mapping, got list"):
         load_manifest(path)
+
+
+def test_unknown_qc_test_is_an_error_not_a_warning(raw: dict[str, Any]) -> None:
+    device = raw["cities"][2]["sites"][0]["devices"][0]
+    device["sensors"] = copy.deepcopy(device["sensors"])
+    device["sensors"][1]["qc"] = {"qartod": {"gross_range": {"fail_span": [0, 14]}, "spikey": {}}}
+    with pytest.raises(ManifestError) as info:
+        parse_manifest(raw, "x.yaml")
+    assert info.value.problems == [
+        (
+            "cities[2:semarang].sites[0:smg-batik-natural].devices[0:smg-natural-ef1].sensors[1:ph].qc.qartod.spikey",
+            "unknown key (check the spelling; see docs/manifest.md for the allowed keys)",
+        )
+    ]
