@@ -11,18 +11,8 @@ from rich.table import Table
 
 from api.keys import ApiKeyCreate, KeyStore, KeyStoreError
 from api.settings import ApiSettings
-from pilotwatch.common_cli import common_settings
+from pilotwatch.common_cli import common_settings, port
 from pilotwatch.manifest import Manifest, Role, load_manifest
-
-
-def _port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"port must be a whole number, got {text!r}") from None
-    if not 1 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"port must be between 1 and 65535, got {value}")
-    return value
 
 
 def _role(text: str) -> Role:
@@ -40,7 +30,7 @@ def register(subparsers: Any) -> None:
 
     serve = actions.add_parser("serve", help="serve the API with uvicorn (settings from PILOTWATCH_API_*)")
     serve.add_argument("--host", default=None, help="bind address (default PILOTWATCH_API_HOST or 127.0.0.1)")
-    serve.add_argument("--port", type=_port, default=None, help="port (default PILOTWATCH_API_PORT or 8000)")
+    serve.add_argument("--port", type=port, default=None, help="port (default PILOTWATCH_API_PORT or 8000)")
     serve.set_defaults(handler=_serve)
 
     keys = actions.add_parser("keys", help="add, list or remove API keys")

@@ -8,19 +8,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from pilotwatch.common_cli import common_settings
+from pilotwatch.common_cli import common_settings, port
 from pilotwatch.stack import LocalStack, StackConfig, load_stack
-
-
-def port(text: str) -> int:
-    """argparse type for a TCP port, with an error that says what is allowed."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"port must be a whole number, got {text!r}") from None
-    if not 1 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"port must be between 1 and 65535, got {value}")
-    return value
 
 
 def register(subparsers: Any) -> None:
