@@ -1,9 +1,10 @@
 """The gap ledger: per device, which sequence numbers are safely stored, which are missing, what was recovered.
 
 Each ingest worker keeps a :class:`Ledger` in memory and saves it to ``<state_dir>/ledger-<worker>.json``
-(atomically, about once a second and on stop). A sequence number enters the ledger only once its readings are
-safe (written to InfluxDB, spooled to ingest's disk, or kept in the dead-letter store), so a ledger that lags
-after a crash can only under-count, never claim what is not stored; what it missed is re-sent and re-marked.
+(atomically) after every batch is safe and before that batch is acknowledged to anyone. A sequence number enters
+the ledger only once its readings are safe (written to InfluxDB, spooled to ingest's disk, or kept in the
+dead-letter store), so the ledger never claims what is not stored, and a crash cannot leave it missing a number
+the edge has already deleted on ingest's word.
 
 :func:`read_ledger` merges the files of all workers of a state folder (with a shared subscription each worker
 sees only some of a device's messages) and needs no running ingest, so the API and ``pilotwatch ingest ledger``

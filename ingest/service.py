@@ -460,6 +460,9 @@ class IngestService:
                 rec.device_buffered = status.buffer_depth
                 rec.device_oldest_unsent_ms = status.oldest_unsent_ms
                 rec.device_last_seq = status.last_seq
+        # Saved before anything is acknowledged: once the edge deletes a message on our word, the ledger must
+        # already know it is stored, or a crash here would leave a "missing" number that nobody will re-send.
+        ledger.save()
         client = self._client
         gen = self._gen
         if client is not None:

@@ -20,6 +20,8 @@ from ingest.settings import IngestSettings
 from pilotwatch.influx import InfluxV1
 from pilotwatch.manifest import Manifest
 from pilotwatch.stack import LocalStack
+from pilotwatch.wire import status_topic
+from tests.ingest.helpers import DEVICE
 
 _ids = itertools.count()
 
@@ -27,13 +29,26 @@ _ids = itertools.count()
 def forget_session(host: str, port: int, client_id: str) -> None:
     """End a persistent session at the broker so it stops queueing messages for a worker that is gone."""
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=MQTTProtocolVersion.MQTTv5)
-    props = Properties(PacketTypes.CONNECT)
+    props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
     props.SessionExpiryInterval = 0
     client.connect(host, port, clean_start=True, properties=props)
     client.loop_start()
     time.sleep(0.05)
     client.disconnect()
     client.loop_stop()
+
+
+def clear_retained_status(host: str, port: int, devices: tuple[str, ...] = (DEVICE, "bkk-asok-wq1")) -> None:
+    """Remove retained statuses (an edge test's last will, say) so a test's ledger sees only its own."""
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"clear-{time.monotonic_ns()}")
+    client.connect(host, port)
+    client.loop_start()
+    try:
+        for device in devices:
+            client.publish(status_topic(device), b"", qos=1, retain=True).wait_for_publish(5)
+    finally:
+        client.disconnect()
+        client.loop_stop()
 
 
 def test_settings(stack: LocalStack, database: str, state_dir: Path, **overrides: Any) -> IngestSettings:
@@ -64,6 +79,7 @@ def start_ingest(
 ) -> Iterator[Callable[..., IngestService]]:
     """Start an ingest service on the session stack; stopped and its broker session ended after the test."""
     started: list[IngestService] = []
+    clear_retained_status(stack.config.host, stack.config.mqtt_port)
 
     def start(**overrides: Any) -> IngestService:
         service_kwargs = overrides.pop("service_kwargs", {})

@@ -50,9 +50,7 @@ def make_readings(
     return tuple(out)
 
 
-def make_message(
-    manifest: Manifest, seq: int, per_message: int, t0_ms: int, device: str = DEVICE
-) -> ReadingsMessage:
+def make_message(manifest: Manifest, seq: int, per_message: int, t0_ms: int, device: str = DEVICE) -> ReadingsMessage:
     readings = make_readings(manifest, seq, per_message, t0_ms, device)
     sent = max(r.t_ms for r in readings) + 1
     return ReadingsMessage(device=device, seq=seq, sent_ms=sent, readings=readings)
@@ -100,7 +98,7 @@ def publish_all(client: mqtt.Client, items: list[tuple[str, bytes]], window: int
 
 def readings_in_db(influx: InfluxV1, device: str = DEVICE) -> dict[tuple[str, int], float]:
     rows = influx.query(
-        f"SELECT value, sensor FROM reading WHERE device = {quote_literal(device)}",  # noqa: S608
+        f"SELECT value, sensor FROM reading WHERE device = {quote_literal(device)}",
     )
     return {(r["sensor"], int(r["time"])): float(r["value"]) for r in rows}
 
@@ -160,7 +158,7 @@ class EdgeLike:
             self._window_open.notify()
 
     def _on_ack(self, _c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
-        ack: AckMessage = decode_ack(msg.topic, msg.payload)
+        ack: AckMessage = decode_ack(msg.topic, bytes(msg.payload))
         with self._lock:
             self.acks += 1
             for seq in [s for s in self.buffer if s <= ack.stored_through]:
@@ -199,12 +197,19 @@ class EdgeLike:
         """Re-send, oldest first, at most ``chunk`` messages sent longer than ``resend_after_s`` ago."""
         now = time.monotonic()
         with self._lock:
+            # An ack can race a re-send of the same seq: drop entries for messages no longer buffered first.
+            for seq in [s for s in self.sent_at if s not in self.buffer]:
+                del self.sent_at[seq]
             due = sorted(s for s, at in self.sent_at.items() if now - at >= self.resend_after_s)[: self.chunk]
             items = [(s, self.buffer[s]) for s in due if s in self.buffer]
         for seq, payload in items:
             self._send(seq, payload)
             self.resent += 1
         return len(items)
+
+    def unacked_seqs(self) -> set[int]:
+        with self._lock:
+            return set(self.buffer)
 
     def pending(self) -> int:
         with self._lock:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from ingest.ledger import Ledger, SeqSet, compress, read_ledger
-from ingest.settings import IngestSettings
+from ingest.settings import InfluxApi, IngestSettings
 from ingest.spool import Spool, SpoolFullError
 from ingest.validate import Validator
 from ingest.writers import Outcome, classify_status, parse_retry_after
@@ -41,7 +41,7 @@ def test_good_lines_are_exactly_the_shared_schema(manifest: Manifest) -> None:
     assert checked.rejections == []
     flagged = Reading(message.readings[0].t_ms, "ph", "ph", 7.0, "pH", flag=3)
     line = Validator(manifest).check_readings(readings_topic(DEVICE), _msg(flagged), NOW_MS).lines[0]
-    assert line.endswith(f"value=7.0,unit=\"pH\",seq=1i,flag=3i {flagged.t_ms}")
+    assert line.endswith(f'value=7.0,unit="pH",seq=1i,flag=3i {flagged.t_ms}')
 
 
 @pytest.mark.parametrize(
@@ -95,8 +95,16 @@ def test_unknown_device_is_refused_as_a_whole(manifest: Manifest) -> None:
 
 def test_status_line_has_fixed_types(manifest: Manifest) -> None:
     status = StatusMessage(
-        DEVICE, DeviceState.ONLINE, NOW_MS, battery_pct=80, signal_dbm=-70, uptime_s=12, buffer_depth=3,
-        oldest_unsent_ms=NOW_MS - 5000, disk_free_mb=100, last_seq=41,
+        DEVICE,
+        DeviceState.ONLINE,
+        NOW_MS,
+        battery_pct=80,
+        signal_dbm=-70,
+        uptime_s=12,
+        buffer_depth=3,
+        oldest_unsent_ms=NOW_MS - 5000,
+        disk_free_mb=100,
+        last_seq=41,
     )
     _decoded, line = Validator(manifest).check_status(wire_status_topic(DEVICE), status.encode())
     fields = line.split(" ")[1]
@@ -188,7 +196,7 @@ def test_write_errors_are_classified_like_telegraf() -> None:
 
 def test_settings_refuse_what_cannot_work(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="influx_token, influx_org, influx_bucket"):
-        IngestSettings(influx_api="v2", state_dir=tmp_path)
+        IngestSettings(influx_api=InfluxApi.V2, state_dir=tmp_path)
     with pytest.raises(ValueError, match="share_group"):
         IngestSettings(share_group="a/b", state_dir=tmp_path)
     with pytest.raises(ValueError, match="less than or equal to 20000"):

@@ -34,7 +34,7 @@ class V2Translator:
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
-            def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+            def log_message(self, format: str, *args: object) -> None:
                 return
 
             def _answer(self, status: int, body: dict[str, str] | None, headers: dict[str, str] | None = None) -> None:
