@@ -78,27 +78,41 @@ class StackConfig:
 
 # Why each Mosquitto setting has the value it has (see docs/operations.md for the full story):
 MOSQUITTO_CONF = """\
-# Written by pilotwatch stack; edit the template in pilotwatch/stack.py, not this file.
+# Written by pilotwatch stack; edit the template in pilotwatch/stack.py, not this file. docs/operations.md explains
+# every setting; deploy/mosquitto/mosquitto.conf must keep the same queue and session values.
 listener {port} {host}
+# Loopback only (the listener line above), so anonymous is acceptable here; a city deployment uses passwords + ACL.
 allow_anonymous true
-# Keep sessions and queued QoS 1 messages across a broker restart.
+# Keep sessions and queued QoS 1 messages across a broker restart: ingest's queue must survive a broker crash.
 persistence true
 persistence_location {data}/
+# Write the in-memory state to disk every 30 s: what a broker crash can lose is re-sent by the edge, which keeps
+# every reading until ingest acknowledges it end to end, so a short window costs nothing but a re-send.
 autosave_interval 30
-# A persistent ingest session must not lose what was queued while ingest was away. The default (1000) silently
-# drops QoS 1 messages for a slow subscriber; 0 would be unbounded memory. Ingest acknowledges end to end and the
-# edge re-sends what was not acknowledged, so this is a bound on memory, not a promise of delivery.
+# What may wait for one client (ingest's persistent session) while it is slow or away. The default (1000) drops
+# QoS 1 messages of a slow subscriber after PUBACKing them to the publisher (66 % lost in a test here). Kept below
+# 65,535 because Mosquitto 2.0.11 loses about n - 65,535 of n messages queued for one subscriber (16-bit ids).
+# Not a delivery promise: past it messages are dropped and the edge re-sends them when no end-to-end ack comes.
 max_queued_messages 60000
+# The message count above is the bound; a byte bound would drop by size instead, which nobody can reason about.
 max_queued_bytes 0
-# Enough in flight to keep ingest busy; the MQTT 16-bit packet id space (65,535) is far away.
+# QoS 1 messages in flight to a client awaiting its PUBACK. For MQTT 5 clients the client's receive maximum
+# (ingest asks for PILOTWATCH_INGEST_MAX_UNACKED, default 1000) wins; 1000 applies to MQTT 3.1.1 clients.
 max_inflight_messages 1000
-# Ingest's session survives a restart of ingest for a week; devices reconnect with clean sessions.
+# A device message is at most 256 KiB (wire format); anything past 1 MiB is refused at the broker rather than
+# held in memory and handed to ingest.
+max_packet_size 1048576
+# Ingest's session (clean_start false, session expiry 7 days) survives an ingest outage of up to a week; an
+# MQTT 3.1.1 client with a persistent session is forgotten after the same time.
 persistent_client_expiration 7d
+# Errors, warnings and notices only: "Outgoing messages are being dropped" (the queue bound above) is a warning.
 log_dest file {log}
 log_type error
 log_type warning
 log_type notice
+# A fleet reconnecting after a network outage would flood the log with one line per device.
 connection_messages false
+# Run as the user who started the stack (root would switch to 'mosquitto', which cannot write our folder).
 {user_line}
 """
 
