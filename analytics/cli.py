@@ -1,12 +1,23 @@
-"""The ``pilotwatch qc`` subcommand: QC and anomaly detection on a CSV file (see :mod:`analytics.csvqc`).
+"""``pilotwatch qc`` (QC of a CSV file, :mod:`analytics.csvqc`) and ``pilotwatch analytics run`` (the live
+service, :mod:`analytics.service`).
 
-``register(subparsers)`` adds the subcommand to the shared ``pilotwatch`` parser; bad input raises
-``ValueError``, which the shared CLI prints as a clean error with exit status 2.
+``register(subparsers)`` adds both to the shared ``pilotwatch`` parser; bad input raises ``ValueError``, which
+the shared CLI prints as a clean error with exit status 2.
+
+``pilotwatch analytics run`` evaluates the live stream every ``interval_s`` until Ctrl-C / SIGTERM;
+``--once`` makes one pass; ``--since ISO [--until ISO]`` evaluates that window (half-open, UTC unless the
+times say otherwise) and stops. Settings: ``PILOTWATCH_ANALYTICS_*`` (:class:`analytics.settings.
+AnalyticsSettings`); without them, the local stack of ``--home`` (``pilotwatch stack up``) is used.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
+import json
+import os
+import signal
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -16,6 +27,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from analytics.csvqc import run_csv
+from pilotwatch.common_cli import common_settings
 
 LONG_FILE_BYTES = 5_000_000
 """Files larger than this show a progress bar (on stderr)."""
@@ -34,6 +46,105 @@ def register(subparsers: Any) -> None:
     p.add_argument("--save-config", type=Path, default=None, help="write the config that was used (YAML)")
     p.add_argument("--quiet", action="store_true", help="no notes and no progress bar")
     p.set_defaults(handler=run)
+
+    a = subparsers.add_parser("analytics", help="the live QC, anomaly and fault/event service on InfluxDB")
+    actions = a.add_subparsers(dest="action", required=True, metavar="ACTION")
+    live = actions.add_parser(
+        "run", help="evaluate the live stream until Ctrl-C / SIGTERM (settings: PILOTWATCH_ANALYTICS_*)"
+    )
+    live.add_argument("--once", action="store_true", help="one pass over everything up to now, then stop")
+    live.add_argument("--since", type=_instant, default=None, metavar="ISO", help="evaluate from this time, then stop")
+    live.add_argument(
+        "--until", type=_instant, default=None, metavar="ISO", help="end of --since's window (default now)"
+    )
+    live.add_argument("--influx-url")
+    live.add_argument("--database")
+    live.add_argument("--state-dir", type=Path)
+    live.add_argument("--json", action="store_true", help="print each pass's report as one JSON line on stdout")
+    live.set_defaults(handler=run_service)
+
+
+def _instant(text: str) -> int:
+    """An ISO 8601 time as epoch ms (UTC when it names no offset)."""
+    try:
+        moment = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an ISO 8601 time like 2026-03-01T00:00:00Z, got {text!r}") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.UTC)
+    return int(moment.timestamp() * 1000)
+
+
+def service_settings(args: argparse.Namespace) -> Any:
+    """Settings from the environment, then the local stack of ``--home``, then the command line."""
+    from analytics.settings import AnalyticsSettings  # noqa: PLC0415  # pydantic-settings only for this command
+    from pilotwatch.stack import load_stack  # noqa: PLC0415
+
+    common = common_settings(args)
+    overrides: dict[str, Any] = {}
+    if not os.environ.get("PILOTWATCH_ANALYTICS_STATE_DIR"):
+        overrides["state_dir"] = common.home / "analytics"
+    if common.manifest is not None and not os.environ.get("PILOTWATCH_ANALYTICS_MANIFEST"):
+        overrides["manifest"] = common.manifest
+    if (common.stack_root / "stack.json").exists():
+        stack = load_stack(common.stack_root).config
+        for name, value in (("influx_url", stack.influx_url), ("database", stack.database)):
+            if not os.environ.get(f"PILOTWATCH_ANALYTICS_{name.upper()}"):
+                overrides[name] = value
+    for name in ("influx_url", "database", "state_dir"):
+        given = getattr(args, name, None)
+        if given is not None:
+            overrides[name] = given
+    return AnalyticsSettings(**overrides)
+
+
+def run_service(args: argparse.Namespace) -> int:
+    from analytics.service import AnalyticsService, RunReport  # noqa: PLC0415  # numba only for this command
+    from pilotwatch.manifest import load_manifest  # noqa: PLC0415
+
+    if args.until is not None and args.since is None:
+        raise ValueError("--until needs --since")
+    settings = service_settings(args)
+    manifest = load_manifest(settings.manifest)
+    err = Console(stderr=True, soft_wrap=True)
+    out = Console(soft_wrap=True)
+
+    def show(report: RunReport) -> None:
+        if args.json:
+            out.print_json(json.dumps(report.summary()))
+            return
+        s = report.summary()
+        err.print(
+            f"analytics: {s['points_written']} qc points, flags {s['flags']}, anomalies {s['anomalies']}, "
+            f"labels {s['labels']}, late {s['late_points']}, too late {s['too_late']}",
+            highlight=False,
+        )
+        if s["unconfigured"]:
+            err.print(f"[yellow]not in the manifest, not evaluated:[/] {', '.join(s['unconfigured'])}", highlight=False)
+
+    service = AnalyticsService(settings, manifest)
+    if args.since is not None:
+        until = args.until if args.until is not None else int(dt.datetime.now(dt.UTC).timestamp() * 1000)
+        with service:
+            show(service.evaluate(args.since, until))
+        return 0
+    if args.once:
+        with service:
+            show(service.step())
+        return 0
+    err.print(
+        f"analytics: InfluxDB {settings.influx_url} db {settings.database}, every {settings.interval_s:g} s, "
+        f"late window {settings.late_window_s:g} s; checkpoint {settings.state_file}",
+        highlight=False,
+    )
+    stop = threading.Event()
+    previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        return service.run_forever(stop, on_pass=show)
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -64,7 +175,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Stand-alone entry (``python -m analytics.cli qc ...``), the same as ``pilotwatch qc``."""
+    """Stand-alone entry (``python -m analytics.cli qc ...``), the same as ``pilotwatch qc`` / ``analytics``."""
     parser = argparse.ArgumentParser(prog="pilotwatch")
     register(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)

@@ -64,9 +64,12 @@ def label_site(
     *,
     agreement_window: float = 3 * 3600.0,
     min_agree: int = 2,
-    device_ok: npt.NDArray[np.bool_] | None = None,
+    device_ok: npt.NDArray[np.bool_] | Mapping[str, npt.NDArray[np.bool_]] | None = None,
 ) -> dict[str, npt.NDArray[np.int8]]:
-    """Label every reading of every parameter of one site (see the module docstring for the rules)."""
+    """Label every reading of every parameter of one site (see the module docstring for the rules).
+
+    ``device_ok`` is one mask for the whole site, or one per parameter (a site with several devices).
+    """
     if min_agree < 1:
         raise ValueError(f"min_agree must be >= 1, got {min_agree!r}")
     if agreement_window < 0:
@@ -74,8 +77,13 @@ def label_site(
     n = times.shape[0]
     if n > 1 and not bool(np.all(times[1:] >= times[:-1])):
         raise ValueError("times must be sorted")
-    if device_ok is not None and device_ok.shape != (n,):
-        raise ValueError(f"device_ok must have {n} entries, got shape {device_ok.shape}")
+    ok_of: dict[str, npt.NDArray[np.bool_]] = {}
+    if device_ok is not None:
+        masks = device_ok if isinstance(device_ok, Mapping) else dict.fromkeys(aggregate, device_ok)
+        for param, mask in masks.items():
+            if mask.shape != (n,):
+                raise ValueError(f"device_ok of {param!r} must have {n} entries, got shape {mask.shape}")
+            ok_of[param] = mask
     window_ns = round(agreement_window * 1e9)
     hard: dict[str, npt.NDArray[np.bool_]] = {}
     soft: dict[str, npt.NDArray[np.bool_]] = {}
@@ -84,8 +92,8 @@ def label_site(
         for test, bad in HARD_FAULTS.items():
             if test in tests.get(param, {}):
                 h |= np.isin(tests[param][test], bad)
-        if device_ok is not None:
-            h |= ~device_ok
+        if param in ok_of:
+            h |= ~ok_of[param]
         hard[param] = h
         suspicious = anomaly[param] | (agg == QartodFlags.SUSPECT) | (agg == QartodFlags.FAIL)
         soft[param] = suspicious & ~h & (agg != QartodFlags.MISSING)

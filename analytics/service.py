@@ -1,10 +1,15 @@
 """The live QC service: QARTOD flags, anomaly scores and fault/event labels for the readings in InfluxDB.
 
 In: readings that ingest writes (measurement ``reading``, tags ``city, site, device, sensor, param``, field
-``value``, time = sample time in ms). Out: measurement ``qc`` with the same tags and sample time, fields ``flag``
-(integer aggregate QARTOD flag), one integer field per configured QARTOD test (``gross_range``, ``spike``, ...),
-``anomaly_score`` (float, alarm units), ``anomaly`` (integer 0/1) and ``label`` (string: good, fault, event).
-Writes are idempotent: a point's identity is (measurement, tags, time), so re-evaluating a window overwrites.
+``value``, time = sample time in ms) and device health (measurement ``device_status``, tags ``city, site,
+device``, fields ``state``, ``battery_pct``, ...). Out: measurement ``qc`` with the reading's tags and sample
+time, fields ``flag`` (integer aggregate QARTOD flag), one integer field per configured QARTOD test
+(``gross_range``, ``spike``, ...), ``anomaly_score`` (float, alarm units), ``anomaly`` (integer 0/1) and
+``label`` (string: good, fault, event). Writes are idempotent: a point's identity is (measurement, tags,
+time), so re-evaluating a window overwrites.
+
+Configuration comes from the pilot manifest: each sensor's ``qc:`` section (:func:`sensor_qc`), with defaults
+derived from the sensor's ``valid_range`` and interval for what the section leaves out (docs/qc.md).
 
 Late data (an edge buffer flushing after an outage) is handled by **re-reading the trailing window**: per series
 the service keeps a *horizon*; detector state is committed only up to the horizon, and every run re-reads and
@@ -14,31 +19,52 @@ windows and the fault/event agreement window see their history). After a run the
 if it had arrived on time — the results equal a batch run over the same data — and the readings around it are
 re-flagged and re-labelled. Readings later than that are still flagged by QARTOD when their window is re-read
 but are not learned by the detectors (their state has moved on); ``RunReport.too_late`` counts them.
-This choice needs no ingest-time field and works with any writer.
 
-The client is injected (anything with ``query(q, epoch="ms") -> rows`` and ``write_lines(lines)``, such as
-:class:`pilotwatch.influx.InfluxV1`), so a unit test can count calls; the integration test uses a real influxd.
+Three layers:
+
+- :class:`QCService` — one evaluation pass over an injected client (anything with ``query(q, epoch="ms")`` and
+  ``write_lines(lines, precision)``, such as :class:`pilotwatch.influx.InfluxV1`); checkpoint as a dict.
+- :class:`AnalyticsService` — the process ``pilotwatch analytics run`` runs: settings
+  (:class:`analytics.settings.AnalyticsSettings`), the manifest, a checkpoint file in ``state_dir`` written
+  atomically after every pass, long windows split into ``max_window_s`` steps, a loop every ``interval_s``.
+- :func:`evaluate_window` — the whole fleet over ``[start_ms, end_ms)`` in-process, for the demo and scripts.
 """
 
 from __future__ import annotations
 
+import json
 import math
+import threading
+import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
+from pydantic import SecretStr
 
 from analytics import detectors as det
 from analytics import qartod
-from analytics.config import Labels, ParameterQC
+from analytics.config import FlatLine, GrossRange, Labels, ParameterQC
 from analytics.labels import LABEL_NAMES, Label, label_site
 from analytics.pipeline import build_detectors, run_qartod
+from analytics.settings import AnalyticsSettings
+from pilotwatch.manifest import Manifest, Sensor
 
 TAGS = ("city", "site", "device", "sensor", "param")
 SeriesKey = tuple[str, str, str, str, str]
+Samples = tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]
+"""Sorted sample times (epoch ms) and their values."""
 NS_PER_MS = 1_000_000
+WRITE_BATCH = 5_000
+CHECKPOINT_VERSION = 1
+
+DEFAULT_FLAT_LINE_S = (12 * 3600.0, 24 * 3600.0)
+"""Flat line (suspect, fail) for a sensor whose ``qc:`` section has none: a probe that repeats exactly the same
+value for half a day is stuck; no healthy sensor of the pilots (noise above its resolution) does that."""
 
 
 class InfluxClient(Protocol):
@@ -47,6 +73,52 @@ class InfluxClient(Protocol):
     def write_lines(self, lines: Iterable[str], precision: str = "ms") -> Any: ...
 
 
+class InfluxClosable(InfluxClient, Protocol):
+    def close(self) -> None: ...
+
+
+# ------------------------------------------------------------------------------------------------ config
+def sensor_qc(sensor: Sensor) -> ParameterQC:
+    """The QC a sensor gets: its manifest ``qc:`` section, completed with defaults for what it leaves out.
+
+    Defaults: ``gross_range`` fails outside the sensor's ``valid_range`` (what the hardware can report); a
+    ``flat_line`` with tolerance 0 flags SUSPECT after 12 h and FAIL after 24 h of the exact same value. Other
+    tests and detectors run only where configured: their thresholds depend on the water, not the sensor.
+    """
+    qc = sensor.qc
+    updates: dict[str, Any] = {}
+    if qc.qartod.gross_range is None:
+        updates["gross_range"] = GrossRange(fail_span=sensor.valid_range)
+    if qc.qartod.flat_line is None:
+        suspect, fail = DEFAULT_FLAT_LINE_S
+        updates["flat_line"] = FlatLine(suspect_threshold=suspect, fail_threshold=fail, tolerance=0.0)
+    if not updates:
+        return qc
+    return qc.model_copy(update={"qartod": qc.qartod.model_copy(update=updates)})
+
+
+def manifest_config(manifest: Manifest) -> dict[tuple[str, str], ParameterQC]:
+    """(device id, sensor id) → the sensor's effective QC (:func:`sensor_qc`) for every sensor of the fleet."""
+    return {(d.id, s.id): sensor_qc(s) for _, _, d in manifest.iter_devices() for s in d.sensors}
+
+
+def check_streamable(cfg: ParameterQC, context_s: float, where: str) -> None:
+    """Refuse a configuration the live service cannot evaluate window by window (ValueError naming it)."""
+    q = cfg.qartod
+    if q.flat_line is not None and q.flat_line.fail_threshold > context_s:
+        raise ValueError(
+            f"{where}: flat_line fail_threshold {q.flat_line.fail_threshold} s is longer than the service's "
+            f"context ({context_s} s); raise PILOTWATCH_ANALYTICS_CONTEXT_S or shorten the threshold"
+        )
+    if q.attenuated_signal is not None:
+        period = q.attenuated_signal.test_period
+        if period is None:
+            raise ValueError(f"{where}: attenuated_signal needs a test_period (seconds) on a live stream")
+        if period > context_s:
+            raise ValueError(f"{where}: attenuated_signal test_period {period} s exceeds the context ({context_s} s)")
+
+
+# ------------------------------------------------------------------------------------------------ report
 @dataclass
 class _Series:
     horizon_ms: int
@@ -57,11 +129,46 @@ class _Series:
 
 @dataclass
 class RunReport:
+    """What a pass (or a whole window) did. Counts are of readings evaluated (one per series and time)."""
+
     series: int = 0
     points_written: int = 0
     late_points: int = 0
     too_late: int = 0
+    passes: int = 0
     sites: set[tuple[str, str]] = field(default_factory=set)
+    flags: Counter[int] = field(default_factory=Counter)
+    """Readings per aggregate QARTOD flag (1 good, 2 not evaluated, 3 suspect, 4 fail)."""
+    anomalies: int = 0
+    labels: Counter[str] = field(default_factory=Counter)
+    """Readings per label: good, fault, event."""
+    unconfigured: set[str] = field(default_factory=set)
+    """Series in InfluxDB with no sensor in the manifest (``device/sensor``); not evaluated."""
+
+    def add(self, other: RunReport) -> None:
+        self.series = max(self.series, other.series)
+        self.points_written += other.points_written
+        self.late_points += other.late_points
+        self.too_late += other.too_late
+        self.passes += other.passes
+        self.sites |= other.sites
+        self.flags.update(other.flags)
+        self.anomalies += other.anomalies
+        self.labels.update(other.labels)
+        self.unconfigured |= other.unconfigured
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "series": self.series,
+            "passes": self.passes,
+            "points_written": self.points_written,
+            "late_points": self.late_points,
+            "too_late": self.too_late,
+            "flags": {str(k): v for k, v in sorted(self.flags.items())},
+            "anomalies": self.anomalies,
+            "labels": dict(sorted(self.labels.items())),
+            "unconfigured": sorted(self.unconfigured),
+        }
 
 
 def _escape(value: str) -> str:
@@ -81,8 +188,24 @@ def qc_line(key: SeriesKey, time_ms: int, fields: Mapping[str, int | float | str
     return f"qc,{tags} {','.join(parts)} {time_ms}"
 
 
+def _align(t: npt.NDArray[np.int64], v: npt.NDArray[np.float64], at: npt.NDArray[np.int64]) -> npt.NDArray[np.float64]:
+    """``v`` (sampled at sorted ``t``) at the times ``at``; NaN where it has no sample."""
+    out = np.full(at.shape[0], np.nan)
+    if t.shape[0]:
+        pos = np.clip(np.searchsorted(t, at), 0, t.shape[0] - 1)
+        hit = t[pos] == at
+        out[hit] = v[pos[hit]]
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ one pass
 class QCService:
-    """Evaluate the live stream window by window (see the module docstring)."""
+    """Evaluate the live stream window by window (see the module docstring).
+
+    ``config`` maps a parameter name to its QC, or is a function of the series key (``None``: not evaluated).
+    ``low_battery_pct``: readings of a device whose latest ``device_status`` before them reports a battery
+    below this are labelled fault; ``None`` reads no device health.
+    """
 
     def __init__(
         self,
@@ -92,6 +215,7 @@ class QCService:
         labels: Labels | None = None,
         late_window: float = 6 * 3600.0,
         context: float = 24 * 3600.0,
+        low_battery_pct: float | None = None,
     ) -> None:
         if late_window < 0 or context < 0:
             raise ValueError("late_window and context must be >= 0 seconds")
@@ -105,12 +229,18 @@ class QCService:
             )
         self.late_ms = round(late_window * 1000)
         self.context_ms = round(context * 1000)
+        self.low_battery_pct = low_battery_pct
         self._series: dict[SeriesKey, _Series] = {}
 
     def config_for(self, key: SeriesKey) -> ParameterQC | None:
         if callable(self._config):
             return self._config(key)
         return self._config.get(key[4])
+
+    @property
+    def horizon_ms(self) -> int | None:
+        """The earliest horizon of any series (None before the first pass): the next pass re-reads from it."""
+        return min((s.horizon_ms for s in self._series.values()), default=None)
 
     # -- state ------------------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -127,42 +257,90 @@ class QCService:
 
     def load_state(self, state: Mapping[str, Any]) -> None:
         for joined, s in state.items():
-            key = tuple(joined.split("|"))
-            self._series[key] = _Series(  # type: ignore[index]
+            parts = tuple(joined.split("|"))
+            if len(parts) != len(TAGS):
+                raise ValueError(f"checkpoint series {joined!r} is not city|site|device|sensor|param")
+            key: SeriesKey = (parts[0], parts[1], parts[2], parts[3], parts[4])
+            self._series[key] = _Series(
                 horizon_ms=int(s["horizon_ms"]),
                 detectors={name: det.detector_from_state(d) for name, d in s["detectors"].items()},
                 seen_until_ms=int(s["seen_until_ms"]),
                 seen={int(t) for t in s["seen"]},
             )
 
-    # -- one pass ---------------------------------------------------------------------------------------------
-    def _read(
-        self, since_ms: int, until_ms: int
-    ) -> dict[SeriesKey, tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]]:
+    # -- reading ----------------------------------------------------------------------------------------------
+    def _read(self, since_ms: int, until_ms: int) -> dict[SeriesKey, Samples]:
         q = (
             f"SELECT value FROM reading WHERE time > {since_ms}ms AND time <= {until_ms}ms "  # noqa: S608  # integers only
             "GROUP BY city, site, device, sensor, param"
         )
-        rows: dict[SeriesKey, list[tuple[int, float]]] = {}
+        rows: dict[SeriesKey, tuple[list[int], list[float]]] = {}
         for row in self.client.query(q, epoch="ms"):
-            key = tuple(str(row.get(t, "")) for t in TAGS)
+            parts = [str(row.get(t, "")) for t in TAGS]
+            key: SeriesKey = (parts[0], parts[1], parts[2], parts[3], parts[4])
+            ts, vs = rows.setdefault(key, ([], []))
             v = row["value"]
-            rows.setdefault(key, []).append((int(row["time"]), math.nan if v is None else float(v)))  # type: ignore[arg-type]
+            ts.append(int(row["time"]))
+            vs.append(math.nan if v is None else float(v))
         out = {}
-        for key, pts in rows.items():
-            pts.sort()
-            out[key] = (np.array([p[0] for p in pts], dtype=np.int64), np.array([p[1] for p in pts], dtype=np.float64))
+        for key, (ts, vs) in rows.items():
+            t = np.array(ts, dtype=np.int64)
+            order = np.argsort(t, kind="stable")
+            out[key] = (t[order], np.array(vs, dtype=np.float64)[order])
         return out
 
-    def run_once(self, since_ms: int, until_ms: int) -> RunReport:
-        """Evaluate readings up to ``until_ms``; series seen for the first time start after ``since_ms``."""
-        report = RunReport()
-        earliest = min(s.horizon_ms for s in self._series.values()) if self._series else since_ms
-        data = self._read(earliest - self.context_ms, until_ms)
+    def _battery(self, since_ms: int, until_ms: int) -> dict[str, Samples]:
+        """Per device, the battery level reported by its status points (a day before ``since_ms`` on)."""
+        q = (
+            f"SELECT battery_pct FROM device_status WHERE time > {since_ms - 86_400_000}ms "  # noqa: S608  # integers
+            f"AND time <= {until_ms}ms GROUP BY device"
+        )
+        per: dict[str, list[tuple[int, float]]] = {}
+        for row in self.client.query(q, epoch="ms"):
+            v = row.get("battery_pct")
+            if v is not None:
+                per.setdefault(str(row.get("device", "")), []).append((int(row["time"]), float(v)))
+        out = {}
+        for device, pts in per.items():
+            pts.sort()
+            out[device] = (np.array([p[0] for p in pts], dtype=np.int64), np.array([p[1] for p in pts]))
+        return out
+
+    def _device_ok(self, battery: Mapping[str, Samples], device: str, t_ms: Any) -> npt.NDArray[np.bool_]:
+        t_ms = np.asarray(t_ms, dtype=np.int64)
+        if self.low_battery_pct is None or device not in battery:
+            return np.ones(t_ms.shape[0], dtype=bool)
+        bt, level = battery[device]
+        idx = np.searchsorted(bt, t_ms, side="right") - 1
+        known = idx >= 0
+        ok = np.ones(t_ms.shape[0], dtype=bool)
+        ok[known] = level[idx[known]] >= self.low_battery_pct
+        return ok
+
+    # -- one pass ---------------------------------------------------------------------------------------------
+    def run_once(
+        self, since_ms: int, until_ms: int, *, final: bool = True, count_from_ms: int | None = None
+    ) -> RunReport:
+        """Evaluate readings up to ``until_ms``; series seen for the first time start after ``since_ms``.
+
+        The report counts the readings at or after ``count_from_ms`` (and late ones) that this pass settles:
+        those at or before the new horizon, and with ``final`` (the last pass of a window) also the provisional
+        ones after it. So consecutive windows count every reading once.
+        """
+        report = RunReport(passes=1)
+        count_from = np.iinfo(np.int64).min if count_from_ms is None else count_from_ms
+        horizon = self.horizon_ms
+        read_from = (since_ms if horizon is None else horizon) - self.context_ms
+        data = self._read(read_from, until_ms)
+        battery = self._battery(read_from, until_ms) if self.low_battery_pct is not None else {}
         per_site: dict[tuple[str, str], dict[SeriesKey, dict[str, Any]]] = {}
+        by_device: dict[tuple[str, str, str], dict[str, SeriesKey]] = {}
+        for key in data:
+            by_device.setdefault(key[:3], {})[key[3]] = key
         for key, (t_ms, values) in data.items():
             cfg = self.config_for(key)
             if cfg is None:
+                report.unconfigured.add(f"{key[2]}/{key[3]}")
                 continue
             state = self._series.get(key)
             if state is None:
@@ -171,10 +349,15 @@ class QCService:
             report.series += 1
             fresh = t_ms > state.horizon_ms
             unseen = np.array([int(t) not in state.seen for t in t_ms], dtype=bool)
-            report.late_points += int(np.count_nonzero(fresh & unseen & (t_ms <= state.seen_until_ms)))
+            late = fresh & unseen & (t_ms <= state.seen_until_ms)
+            report.late_points += int(np.count_nonzero(late))
             report.too_late += int(np.count_nonzero(~fresh & unseen & (t_ms <= state.seen_until_ms)))
             times_ns = (t_ms * NS_PER_MS).view("datetime64[ns]")
-            tests = run_qartod(values, times_ns, cfg)
+            columns = None
+            if cfg.qartod.neighbor is not None:
+                # The neighbour is another sensor of the same device, aligned on this series' sample times.
+                columns = {sensor: _align(*data[other], t_ms) for sensor, other in by_device[key[:3]].items()}
+            tests = run_qartod(values, times_ns, cfg, columns)
             flag = qartod.aggregate(tests) if tests else np.where(np.isfinite(values), 2, 9).astype(np.uint8)
             learnable = np.where(flag == qartod.QartodFlags.FAIL, np.nan, values)
             new_horizon = max(state.horizon_ms, until_ms - self.late_ms)
@@ -192,7 +375,9 @@ class QCService:
             )
             per_site.setdefault((key[0], key[1]), {})[key] = {
                 "t": t_ms,
+                "values": values,
                 "fresh": fresh,
+                "settled": fresh & ((t_ms >= count_from) | late) & ((t_ms <= new_horizon) | final),
                 "tests": tests,
                 "flag": flag,
                 "score": score,
@@ -204,46 +389,234 @@ class QCService:
         lines: list[str] = []
         for site, series in per_site.items():
             report.sites.add(site)
-            axis = np.unique(np.concatenate([ser["t"] for ser in series.values()]))
-            aligned_tests: dict[str, dict[str, npt.NDArray[np.uint8]]] = {}
-            aligned_flag: dict[str, npt.NDArray[np.uint8]] = {}
-            aligned_anom: dict[str, npt.NDArray[np.bool_]] = {}
-            for key, ser in series.items():
-                pos = np.searchsorted(axis, ser["t"])
-                name = "|".join(key)
-                f = np.full(axis.shape[0], qartod.QartodFlags.MISSING, dtype=np.uint8)
-                f[pos] = ser["flag"]
-                a = np.zeros(axis.shape[0], dtype=bool)
-                a[pos] = ser["anomaly"]
-                tt = {}
-                for test, flags in ser["tests"].items():
-                    col = np.full(axis.shape[0], qartod.QartodFlags.MISSING, dtype=np.uint8)
-                    col[pos] = flags
-                    tt[test] = col
-                aligned_tests[name], aligned_flag[name], aligned_anom[name] = tt, f, a
-            labels = label_site(
-                aligned_tests,
-                aligned_flag,
-                aligned_anom,
-                axis * NS_PER_MS,
-                agreement_window=self.labels.agreement_window,
-                min_agree=self.labels.min_agree,
-            )
-            for key, ser in series.items():
-                lab = labels["|".join(key)][np.searchsorted(axis, ser["t"])]
-                for i in np.flatnonzero(ser["fresh"]):
-                    if not math.isfinite(ser["score"][i]):
-                        continue
-                    fields: dict[str, int | float | str] = {"flag": int(ser["flag"][i])}
-                    fields.update({test: int(flags[i]) for test, flags in ser["tests"].items()})
-                    fields["anomaly_score"] = float(ser["score"][i])
-                    fields["anomaly"] = int(ser["anomaly"][i])
-                    fields["label"] = LABEL_NAMES[Label(int(lab[i]))]
-                    lines.append(qc_line(key, int(ser["t"][i]), fields))
-        for lo in range(0, len(lines), 5000):
-            response = self.client.write_lines(lines[lo : lo + 5000], precision="ms")
+            lines += self._label_and_format(series, battery, report)
+        for lo in range(0, len(lines), WRITE_BATCH):
+            response = self.client.write_lines(lines[lo : lo + WRITE_BATCH], precision="ms")
             status = getattr(response, "status_code", 204)
             if status >= 300:
                 raise RuntimeError(f"InfluxDB refused the qc points ({status}): {getattr(response, 'text', '')[:300]}")
         report.points_written = len(lines)
         return report
+
+    def _label_and_format(
+        self,
+        series: Mapping[SeriesKey, Mapping[str, Any]],
+        battery: Mapping[str, Samples],
+        report: RunReport,
+    ) -> list[str]:
+        """Label one site's series on their common time axis; the ``qc`` lines of the fresh readings."""
+        axis = np.unique(np.concatenate([ser["t"] for ser in series.values()]))
+        aligned_tests: dict[str, dict[str, npt.NDArray[np.uint8]]] = {}
+        aligned_flag: dict[str, npt.NDArray[np.uint8]] = {}
+        aligned_anom: dict[str, npt.NDArray[np.bool_]] = {}
+        aligned_values: dict[str, npt.NDArray[np.float64]] = {}
+        aligned_ok: dict[str, npt.NDArray[np.bool_]] = {}
+        params: dict[str, str] = {}
+        for key, ser in series.items():
+            pos = np.searchsorted(axis, ser["t"])
+            name = "|".join(key)
+            f = np.full(axis.shape[0], qartod.QartodFlags.MISSING, dtype=np.uint8)
+            f[pos] = ser["flag"]
+            a = np.zeros(axis.shape[0], dtype=bool)
+            a[pos] = ser["anomaly"]
+            v = np.full(axis.shape[0], np.nan)
+            v[pos] = ser["values"]
+            tt = {}
+            for test, flags in ser["tests"].items():
+                col = np.full(axis.shape[0], qartod.QartodFlags.MISSING, dtype=np.uint8)
+                col[pos] = flags
+                tt[test] = col
+            aligned_tests[name], aligned_flag[name], aligned_anom[name], aligned_values[name] = tt, f, a, v
+            aligned_ok[name] = self._device_ok(battery, key[2], axis)
+            params[name] = key[4]
+        labels = label_site(
+            aligned_tests,
+            aligned_flag,
+            aligned_anom,
+            axis * NS_PER_MS,
+            agreement_window=self.labels.agreement_window,
+            min_agree=self.labels.min_agree,
+            device_ok=aligned_ok if self.low_battery_pct is not None else None,
+        )
+        lines: list[str] = []
+        for key, ser in series.items():
+            lab = labels["|".join(key)][np.searchsorted(axis, ser["t"])]
+            for i in np.flatnonzero(ser["fresh"]):
+                if not math.isfinite(ser["score"][i]):
+                    continue
+                label_name = LABEL_NAMES[Label(int(lab[i]))]
+                fields: dict[str, int | float | str] = {"flag": int(ser["flag"][i])}
+                fields.update({test: int(flags[i]) for test, flags in ser["tests"].items()})
+                fields["anomaly_score"] = float(ser["score"][i])
+                fields["anomaly"] = int(ser["anomaly"][i])
+                fields["label"] = label_name
+                lines.append(qc_line(key, int(ser["t"][i]), fields))
+                if ser["settled"][i]:
+                    report.flags[int(ser["flag"][i])] += 1
+                    report.anomalies += int(ser["anomaly"][i])
+                    report.labels[label_name] += 1
+        return lines
+
+
+# ------------------------------------------------------------------------------------------------ the process
+def influx_client(settings: AnalyticsSettings) -> InfluxClosable:
+    """The default client factory: :class:`pilotwatch.influx.InfluxV1` with the settings' credentials."""
+    from pilotwatch.influx import InfluxV1  # noqa: PLC0415  # httpx only where a client is really built
+
+    return InfluxV1(
+        settings.influx_url,
+        settings.database,
+        username=settings.influx_username,
+        password=settings.influx_password.get_secret_value() if settings.influx_password else None,
+        token=settings.influx_token.get_secret_value() if settings.influx_token else None,
+        timeout_s=settings.influx_timeout_s,
+    )
+
+
+class AnalyticsService:
+    """The analytics process: the manifest's QC over the live stream, checkpointed in ``state_dir``.
+
+    The constructor validates the manifest's QC against the settings and touches neither network nor disk;
+    :meth:`open` builds the client (from ``client_factory``) and reads the checkpoint.
+    """
+
+    def __init__(
+        self,
+        settings: AnalyticsSettings,
+        manifest: Manifest,
+        *,
+        client_factory: Callable[[AnalyticsSettings], InfluxClosable] = influx_client,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.manifest = manifest
+        self.config = manifest_config(manifest)
+        for (device, sensor), cfg in self.config.items():
+            where = f"device {device} sensor {sensor}"
+            check_streamable(cfg, settings.context_s, where)
+            ref = cfg.qartod.neighbor.reference if cfg.qartod.neighbor is not None else None
+            if ref is not None and (device, ref) not in self.config:
+                raise ValueError(f"{where}: neighbor reference {ref!r} is not a sensor of the same device")
+        self._client_factory = client_factory
+        self._clock = clock
+        self._client: InfluxClosable | None = None
+        self._qc: QCService | None = None
+        self.since_ms: int | None = None
+
+    def _lookup(self, key: SeriesKey) -> ParameterQC | None:
+        return self.config.get((key[2], key[3]))
+
+    def open(self) -> None:
+        if self._qc is not None:
+            return
+        self._client = self._client_factory(self.settings)
+        s = self.settings
+        self._qc = QCService(
+            self._client,
+            self._lookup,
+            labels=s.labels,
+            late_window=s.late_window_s,
+            context=s.context_s,
+            low_battery_pct=s.low_battery_pct,
+        )
+        path = s.state_file
+        if path.is_file():
+            try:
+                saved = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, json.JSONDecodeError) as exc:
+                raise ValueError(f"cannot read the analytics checkpoint {path}: {exc}") from None
+            if saved.get("version") != CHECKPOINT_VERSION:
+                raise ValueError(f"{path}: checkpoint version {saved.get('version')!r}, expected {CHECKPOINT_VERSION}")
+            self._qc.load_state(saved["series"])
+            self.since_ms = int(saved["since_ms"])
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+        self._client = None
+        self._qc = None
+
+    def __enter__(self) -> AnalyticsService:
+        self.open()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def save(self) -> None:
+        """Write the checkpoint atomically (a crash leaves the previous one whole)."""
+        if self._qc is None or self.since_ms is None:
+            return
+        path = self.settings.state_file
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        body = {"version": CHECKPOINT_VERSION, "since_ms": self.since_ms, "series": self._qc.state_dict()}
+        tmp.write_text(json.dumps(body, separators=(",", ":")), encoding="utf-8")
+        tmp.replace(path)
+
+    def evaluate(self, start_ms: int, end_ms: int) -> RunReport:
+        """Evaluate readings with ``start_ms <= t < end_ms`` (and re-evaluate the unsettled tail before them)
+        in steps of at most ``max_window_s``, checkpointing after each step."""
+        if end_ms <= start_ms:
+            raise ValueError(f"the window is empty: end {end_ms} <= start {start_ms} (ms)")
+        self.open()
+        assert self._qc is not None
+        if self.since_ms is None:
+            self.since_ms = start_ms - 1
+        step = round(self.settings.max_window_s * 1000)
+        report = RunReport()
+        until = start_ms - 1
+        while until < end_ms - 1:
+            until = min(until + step, end_ms - 1)
+            final = until >= end_ms - 1
+            report.add(self._qc.run_once(self.since_ms, until, final=final, count_from_ms=start_ms))
+            self.save()
+        return report
+
+    def step(self) -> RunReport:
+        """One live pass: everything up to now (the first pass reaches back ``start_lookback_s``)."""
+        self.open()
+        assert self._qc is not None
+        now_ms = int(self._clock() * 1000)
+        horizon = self._qc.horizon_ms
+        if horizon is None:
+            start = now_ms - round(self.settings.start_lookback_s * 1000) if self.since_ms is None else self.since_ms
+        else:
+            start = horizon + 1
+        return self.evaluate(min(start, now_ms), now_ms + 1)
+
+    def run_forever(self, stop: threading.Event, on_pass: Callable[[RunReport], None] | None = None) -> int:
+        """Pass every ``interval_s`` until ``stop`` is set; 0 on a clean stop."""
+        with self:
+            while not stop.is_set():
+                started = self._clock()
+                report = self.step()
+                if on_pass is not None:
+                    on_pass(report)
+                stop.wait(max(0.0, self.settings.interval_s - (self._clock() - started)))
+        return 0
+
+
+def evaluate_window(  # noqa: PLR0917  # the positional form the demo calls
+    manifest: Manifest,
+    influx_url: str,
+    database: str,
+    start_ms: int,
+    end_ms: int,
+    state_dir: str | Path,
+    *,
+    token: str | None = None,
+    **settings: Any,
+) -> RunReport:
+    """QC, anomaly scores and labels for the whole fleet's readings in ``[start_ms, end_ms)``, written back as
+    ``qc`` points; the checkpoint in ``state_dir`` is continued (or started). More settings as keywords
+    (``late_window_s=...``). Returns counts of the readings evaluated per flag and label, and anomalies."""
+    config = AnalyticsSettings(
+        influx_url=influx_url,
+        database=database,
+        state_dir=Path(state_dir),
+        influx_token=SecretStr(token) if token else None,
+        **settings,
+    )
+    with AnalyticsService(config, manifest) as service:
+        return service.evaluate(start_ms, end_ms)
