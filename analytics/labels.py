@@ -7,12 +7,19 @@ Rules, in order:
 
 1. a missing value is ``MISSING``;
 2. an unhealthy device (``device_ok`` False), a gross-range FAIL (impossible value), a flat line, an attenuated
-   signal, or a neighbour FAIL is a ``FAULT`` — these are what a sick sensor looks like;
+   signal, a neighbour FAIL, or a spike FAIL (one reading away from both neighbours and straight back: at
+   5-15 minute sampling no water does that) is a ``FAULT`` — these are what a sick sensor looks like;
 3. a reading that is otherwise anomalous (detector alarm, or a QARTOD SUSPECT/FAIL from spike, rate of change,
-   climatology) is an ``EVENT`` when at least ``min_agree`` parameters of the site (itself included) are
-   anomalous within ``agreement_window`` seconds of it — a dye discharge moves colour, conductivity and pH
-   together; a real pollution event shows in several probes — and a ``FAULT`` when it is alone: a fouled or
-   drifting probe drifts alone;
+   climatology, gross range) is an ``EVENT`` when it is part of a physically coherent pattern, else a ``FAULT``:
+
+   - without ``signatures`` (a CSV file of unknown parameters): at least ``min_agree`` parameters of the site
+     (itself included) are anomalous within ``agreement_window`` seconds of it;
+   - with ``signatures`` (the site kind's known events, :data:`SIGNATURES`): some signature lists this
+     parameter with the direction it departs in (the sign of the value minus its trailing
+     ``baseline_window`` median), and at least that signature's ``min_params`` parameters depart in *its*
+     directions within ``agreement_window``. A sewage discharge lowers oxygen and ORP while conductivity,
+     turbidity and ammonia rise; a fouled conductivity probe reads low while nothing else moves, and a probe
+     that drifts up alone matches nothing;
 4. everything else is ``GOOD``.
 
 Parameters that are themselves in a hard fault (rule 2) do not count towards another parameter's agreement.
@@ -21,11 +28,13 @@ Pollution alerts use only ``EVENT`` readings; device alerts use ``FAULT``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from enum import IntEnum
 
 import numpy as np
 import numpy.typing as npt
+import pandas as pd
 
 from analytics.qartod import QartodFlags
 
@@ -44,8 +53,54 @@ HARD_FAULTS: dict[str, tuple[int, ...]] = {
     "flat_line": (QartodFlags.SUSPECT, QartodFlags.FAIL),
     "attenuated_signal": (QartodFlags.SUSPECT, QartodFlags.FAIL),
     "neighbor": (QartodFlags.FAIL,),
+    "spike": (QartodFlags.FAIL,),
 }
 """Per QARTOD test, the flags that mean the sensor itself is at fault."""
+
+BASELINE_WINDOW_S = 12 * 3600.0
+"""Trailing window of the median a departure's direction is measured against: longer than any event of the
+pilots (6 h and its tail), so the median is the water before the event."""
+
+
+@dataclass(frozen=True, slots=True)
+class Signature:
+    """An environmental event: the direction each parameter it moves departs in (+1 up, -1 down)."""
+
+    name: str
+    directions: Mapping[str, int]
+    min_params: int = 2
+
+
+SIGNATURES: dict[str, tuple[Signature, ...]] = {
+    "water": (
+        Signature(
+            "sewage_discharge",
+            {"do": -1, "orp": -1, "ph": -1, "conductivity": 1, "turbidity": 1, "ammonia": 1, "cod": 1},
+        ),
+        Signature("rain", {"turbidity": 1, "conductivity": -1, "temperature": -1, "ph": -1, "water_level": 1}),
+    ),
+    "effluent": (
+        Signature(
+            "dye_bath",
+            {"colour": 1, "uv254": 1, "cod": 1, "conductivity": 1, "ph": 1, "temperature": 1, "flow": 1},
+        ),
+    ),
+    # A fire in a bin moves only its temperature; nothing else in a bin can agree.
+    "bin": (Signature("fire", {"temperature": 1}, min_params=1),),
+}
+"""Known events per site kind (``pilotwatch.manifest.SiteKind`` values), by canonical parameter name."""
+
+
+def departure_sign(
+    values: npt.NDArray[np.float64], times: npt.NDArray[np.int64], window_s: float = BASELINE_WINDOW_S
+) -> npt.NDArray[np.int8]:
+    """+1 / -1 / 0: each value against the median of the values in the trailing ``window_s`` (times sorted)."""
+    if values.shape[0] == 0:
+        return np.zeros(0, dtype=np.int8)
+    index = pd.DatetimeIndex(np.asarray(times, dtype=np.int64).view("datetime64[ns]"))
+    median = pd.Series(values, index=index).rolling(pd.Timedelta(seconds=window_s), min_periods=1).median()
+    base: npt.NDArray[np.float64] = median.to_numpy(dtype=np.float64)
+    return np.sign(np.nan_to_num(values - base, nan=0.0)).astype(np.int8)
 
 
 def near_in_time(mask: npt.NDArray[np.bool_], times: npt.NDArray[np.int64], window_ns: int) -> npt.NDArray[np.bool_]:
@@ -65,10 +120,17 @@ def label_site(
     agreement_window: float = 3 * 3600.0,
     min_agree: int = 2,
     device_ok: npt.NDArray[np.bool_] | Mapping[str, npt.NDArray[np.bool_]] | None = None,
+    values: Mapping[str, npt.NDArray[np.float64]] | None = None,
+    kinds: Mapping[str, str] | None = None,
+    signatures: Sequence[Signature] | None = None,
+    baseline_window: float = BASELINE_WINDOW_S,
 ) -> dict[str, npt.NDArray[np.int8]]:
     """Label every reading of every parameter of one site (see the module docstring for the rules).
 
     ``device_ok`` is one mask for the whole site, or one per parameter (a site with several devices).
+    ``signatures`` (with ``values`` and ``kinds``: each parameter's canonical name, e.g. ``conductivity``)
+    replace direction-blind agreement by the site's known events; a parameter without a kind agrees with every
+    signature in either direction.
     """
     if min_agree < 1:
         raise ValueError(f"min_agree must be >= 1, got {min_agree!r}")
@@ -97,16 +159,39 @@ def label_site(
         hard[param] = h
         suspicious = anomaly[param] | (agg == QartodFlags.SUSPECT) | (agg == QartodFlags.FAIL)
         soft[param] = suspicious & ~h & (agg != QartodFlags.MISSING)
-    near = {p: near_in_time(s, times, window_ns) for p, s in soft.items()}
+    if signatures is None:
+        near = {p: near_in_time(s, times, window_ns) for p, s in soft.items()}
+    else:
+        if values is None or kinds is None:
+            raise ValueError("signatures need the values and the kind of every parameter")
+        direction = {p: departure_sign(values[p], times, baseline_window) for p in aggregate}
+        coherent = {p: np.zeros(n, dtype=bool) for p in aggregate}
+        for sig in signatures:
+            match = {}
+            for p in aggregate:
+                kind = kinds.get(p)
+                if kind is None:
+                    match[p] = soft[p]
+                elif kind in sig.directions:
+                    match[p] = soft[p] & (direction[p] == sig.directions[kind])
+            count = np.zeros(n, dtype=np.int64)
+            for m in match.values():
+                count += near_in_time(m, times, window_ns)
+            for p, m in match.items():
+                coherent[p] |= m & (count >= sig.min_params)
     out: dict[str, npt.NDArray[np.int8]] = {}
     for param, agg in aggregate.items():
-        agree = np.ones(n, dtype=np.int64)
-        for other, nm in near.items():
-            if other != param:
-                agree += nm
+        if signatures is None:
+            agree = np.ones(n, dtype=np.int64)
+            for other, nm in near.items():
+                if other != param:
+                    agree += nm
+            is_event = agree >= min_agree
+        else:
+            is_event = coherent[param]
         label = np.full(n, Label.GOOD, dtype=np.int8)
-        label[soft[param] & (agree < min_agree)] = Label.FAULT
-        label[soft[param] & (agree >= min_agree)] = Label.EVENT
+        label[soft[param] & ~is_event] = Label.FAULT
+        label[soft[param] & is_event] = Label.EVENT
         label[hard[param]] = Label.FAULT
         label[agg == QartodFlags.MISSING] = Label.MISSING
         out[param] = label

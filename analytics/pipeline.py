@@ -22,7 +22,7 @@ import numpy.typing as npt
 from analytics import detectors as det
 from analytics import qartod
 from analytics.config import ParameterQC, QCConfig
-from analytics.labels import LABEL_NAMES, Label, label_site
+from analytics.labels import LABEL_NAMES, SIGNATURES, Label, label_site
 
 U8 = npt.NDArray[np.uint8]
 F8 = npt.NDArray[np.float64]
@@ -95,10 +95,15 @@ def evaluate_site(
     config: QCConfig,
     device_ok: Any = None,
     progress: Callable[[str, int, int], None] | None = None,
+    *,
+    kinds: Mapping[str, str] | None = None,
+    site_kind: str | None = None,
 ) -> SiteResult:
     """Evaluate every configured parameter of one site and label the anomalies (rows in the caller's order).
 
-    ``progress(name, done, total)`` is called before each parameter and once at the end.
+    ``progress(name, done, total)`` is called before each parameter and once at the end. With ``site_kind``
+    (``water``, ``effluent``, ``bin``) and ``kinds`` (column → canonical parameter name) anomalies are labelled
+    event only when they match a known event of the site kind (:data:`analytics.labels.SIGNATURES`).
     """
     missing = [p for p in config.parameters if p not in columns]
     if missing:
@@ -132,6 +137,9 @@ def evaluate_site(
         agreement_window=config.labels.agreement_window,
         min_agree=config.labels.min_agree,
         device_ok=ok,
+        values={p: cols[p] for p in results},
+        kinds=kinds,
+        signatures=SIGNATURES.get(site_kind) if site_kind is not None else None,
     )
     inverse = np.empty_like(order)
     inverse[order] = np.arange(n)

@@ -49,7 +49,7 @@ from pydantic import SecretStr
 from analytics import detectors as det
 from analytics import qartod
 from analytics.config import FlatLine, GrossRange, Labels, ParameterQC
-from analytics.labels import LABEL_NAMES, Label, label_site
+from analytics.labels import BASELINE_WINDOW_S, LABEL_NAMES, SIGNATURES, Label, label_site
 from analytics.pipeline import build_detectors, run_qartod
 from analytics.settings import AnalyticsSettings
 from pilotwatch.manifest import Manifest, Sensor
@@ -63,8 +63,10 @@ WRITE_BATCH = 5_000
 CHECKPOINT_VERSION = 1
 
 DEFAULT_FLAT_LINE_S = (12 * 3600.0, 24 * 3600.0)
-"""Flat line (suspect, fail) for a sensor whose ``qc:`` section has none: a probe that repeats exactly the same
-value for half a day is stuck; no healthy sensor of the pilots (noise above its resolution) does that."""
+FLAT_TOLERANCE = 1e-9
+"""Flat line (suspect, fail, tolerance) for a sensor whose ``qc:`` section has none: a probe that repeats exactly
+the same value (the test's tolerance is strict, so "exactly" needs a tolerance above 0) for half a day is stuck;
+no healthy sensor of the pilots, with noise above its resolution, does that."""
 
 
 class InfluxClient(Protocol):
@@ -82,7 +84,7 @@ def sensor_qc(sensor: Sensor) -> ParameterQC:
     """The QC a sensor gets: its manifest ``qc:`` section, completed with defaults for what it leaves out.
 
     Defaults: ``gross_range`` fails outside the sensor's ``valid_range`` (what the hardware can report); a
-    ``flat_line`` with tolerance 0 flags SUSPECT after 12 h and FAIL after 24 h of the exact same value. Other
+    ``flat_line`` flags SUSPECT after 12 h and FAIL after 24 h of the exact same value. Other
     tests and detectors run only where configured: their thresholds depend on the water, not the sensor.
     """
     qc = sensor.qc
@@ -91,7 +93,7 @@ def sensor_qc(sensor: Sensor) -> ParameterQC:
         updates["gross_range"] = GrossRange(fail_span=sensor.valid_range)
     if qc.qartod.flat_line is None:
         suspect, fail = DEFAULT_FLAT_LINE_S
-        updates["flat_line"] = FlatLine(suspect_threshold=suspect, fail_threshold=fail, tolerance=0.0)
+        updates["flat_line"] = FlatLine(suspect_threshold=suspect, fail_threshold=fail, tolerance=FLAT_TOLERANCE)
     if not updates:
         return qc
     return qc.model_copy(update={"qartod": qc.qartod.model_copy(update=updates)})
@@ -204,7 +206,9 @@ class QCService:
 
     ``config`` maps a parameter name to its QC, or is a function of the series key (``None``: not evaluated).
     ``low_battery_pct``: readings of a device whose latest ``device_status`` before them reports a battery
-    below this are labelled fault; ``None`` reads no device health.
+    below this are labelled fault; ``None`` reads no device health. ``site_kinds`` (site id → ``water``,
+    ``effluent``, ``bin``) labels events by the site kind's known signatures (:mod:`analytics.labels`); sites
+    not in it use direction-blind agreement.
     """
 
     def __init__(
@@ -216,6 +220,7 @@ class QCService:
         late_window: float = 6 * 3600.0,
         context: float = 24 * 3600.0,
         low_battery_pct: float | None = None,
+        site_kinds: Mapping[str, str] | None = None,
     ) -> None:
         if late_window < 0 or context < 0:
             raise ValueError("late_window and context must be >= 0 seconds")
@@ -230,6 +235,12 @@ class QCService:
         self.late_ms = round(late_window * 1000)
         self.context_ms = round(context * 1000)
         self.low_battery_pct = low_battery_pct
+        self.site_kinds = dict(site_kinds or {})
+        if self.site_kinds and context < BASELINE_WINDOW_S + self.labels.agreement_window:
+            raise ValueError(
+                f"context ({context} s) must cover the labels' baseline window and agreement window "
+                f"({BASELINE_WINDOW_S + self.labels.agreement_window} s)"
+            )
         self._series: dict[SeriesKey, _Series] = {}
 
     def config_for(self, key: SeriesKey) -> ParameterQC | None:
@@ -389,7 +400,7 @@ class QCService:
         lines: list[str] = []
         for site, series in per_site.items():
             report.sites.add(site)
-            lines += self._label_and_format(series, battery, report)
+            lines += self._label_and_format(site[1], series, battery, report)
         for lo in range(0, len(lines), WRITE_BATCH):
             response = self.client.write_lines(lines[lo : lo + WRITE_BATCH], precision="ms")
             status = getattr(response, "status_code", 204)
@@ -400,6 +411,7 @@ class QCService:
 
     def _label_and_format(
         self,
+        site: str,
         series: Mapping[SeriesKey, Mapping[str, Any]],
         battery: Mapping[str, Samples],
         report: RunReport,
@@ -437,6 +449,9 @@ class QCService:
             agreement_window=self.labels.agreement_window,
             min_agree=self.labels.min_agree,
             device_ok=aligned_ok if self.low_battery_pct is not None else None,
+            values=aligned_values,
+            kinds=params,
+            signatures=SIGNATURES.get(self.site_kinds[site]) if site in self.site_kinds else None,
         )
         lines: list[str] = []
         for key, ser in series.items():
@@ -491,6 +506,11 @@ class AnalyticsService:
         self.settings = settings
         self.manifest = manifest
         self.config = manifest_config(manifest)
+        if settings.context_s < BASELINE_WINDOW_S + settings.agreement_window_s:
+            raise ValueError(
+                f"context_s ({settings.context_s}) must cover the labels' baseline window and agreement window "
+                f"({BASELINE_WINDOW_S + settings.agreement_window_s} s)"
+            )
         for (device, sensor), cfg in self.config.items():
             where = f"device {device} sensor {sensor}"
             check_streamable(cfg, settings.context_s, where)
@@ -518,6 +538,7 @@ class AnalyticsService:
             late_window=s.late_window_s,
             context=s.context_s,
             low_battery_pct=s.low_battery_pct,
+            site_kinds={site.id: site.kind.value for _, site in self.manifest.iter_sites()},
         )
         path = s.state_file
         if path.is_file():

@@ -1,8 +1,22 @@
 """Fault-vs-event scoring on the firmware_sim fleet (the project's sensor simulator, with ground truth).
 
-The fleet of the default manifest runs for 60 days with a fixed seed; pilotwatch evaluates each device with the
-configuration it derives from the data itself (as ``pilotwatch qc`` without ``--config``; nothing tuned on the
-ground truth). Asserted minimums were measured with this seed.
+Every device of the default manifest runs for 30 days with a fixed seed and three random faults per site and
+week (the manifest's rate is 0.5; more faults give every kind enough episodes to score). Each device is
+evaluated with the manifest's QC (``Sensor.qc`` completed by :func:`analytics.service.sensor_qc`) and its site
+kind's event signatures — exactly what the live service runs; nothing is tuned on the ground truth.
+
+Scores, per fault kind:
+
+- **recall**: share of the kind's fault episodes (runs of ``fault:<kind>`` readings of one sensor) with at
+  least one reading labelled fault — or missing, for the kinds whose fault *is* missing data;
+- **precision**: readings of the kind labelled fault (or missing), over those plus every false fault label of
+  the fleet (a fault label more than one reading away from any fault of its sensor: rate of change flags the
+  reading after a jump). The false alarms are shared by all kinds, so a kind with few readings (spikes) has a
+  low precision even when every false alarm is rare.
+
+Not scored: ``clock_jump`` — timestamps shift, values do not, so value-based QC cannot see it (ingest's clock
+checks can). ``dropout`` and ``dead_battery`` are missing data by nature: flag 9 / label missing, found by
+definition; the battery sag before a dead battery is not an error in the readings.
 """
 
 from __future__ import annotations
@@ -14,15 +28,17 @@ import numpy as np
 import pytest
 
 from analytics.config import QCConfig
-from analytics.csvqc import derive_parameter
 from analytics.labels import Label
 from analytics.pipeline import evaluate_site
+from analytics.service import sensor_qc
 from firmware_sim.fleet import SimulatedFleet
 from pilotwatch.manifest import Manifest
 
 SEED = 7
-START_MS = 1_714_521_600_000  # 2024-05-01
-DAYS = 60
+START_MS = 1_772_409_600_000  # 2026-03-02, the pilots' baseline period
+DAYS = 30
+FAULTS_PER_WEEK = 3.0
+MIN_OVERALL_PRECISION = 0.8  # measured 0.85 (it was 0.28 with direction-blind agreement and derived configs)
 
 
 def runs(mask: np.ndarray) -> list[tuple[int, int]]:
@@ -32,77 +48,88 @@ def runs(mask: np.ndarray) -> list[tuple[int, int]]:
 
 @pytest.fixture(scope="module")
 def scored(manifest: Manifest) -> dict[str, Any]:
-    fleet = SimulatedFleet(manifest, seed=SEED)
-    found: dict[str, list[bool]] = defaultdict(list)
-    event_ok = event_all = fault_ok = fault_all = labelled_fault = true_fault = 0
-    for device in fleet.devices[:6]:
+    data = manifest.model_dump(mode="json")
+    for city in data["cities"]:
+        for site in city["sites"]:
+            site["simulation"]["fault_rate_per_week"] = FAULTS_PER_WEEK
+    faulty = Manifest.model_validate(data)
+    fleet = SimulatedFleet(faulty, seed=SEED)
+    index = faulty.device_index()
+    episodes: dict[str, list[bool]] = defaultdict(list)
+    hits: dict[str, int] = defaultdict(int)
+    false_faults = fault_labels = 0
+    counts = {"event": [0, 0], "fault": [0, 0]}  # [labelled right, anomalous]
+    for device in fleet.devices:
+        place = index[device.id]
         rows = list(fleet.truth(START_MS, START_MS + DAYS * 86_400_000, devices=[device.id]))
         times = np.array(sorted({r.t_ms for r in rows}), dtype=np.int64)
-        index = {t: i for i, t in enumerate(times)}
+        position = {t: i for i, t in enumerate(times)}
         values: dict[str, np.ndarray] = {}
         truth: dict[str, np.ndarray] = {}
+        kinds: dict[str, str] = {}
         for r in rows:
-            if r.param not in values:
-                values[r.param] = np.full(times.shape[0], np.nan)
-                truth[r.param] = np.full(times.shape[0], "normal", dtype=object)
-            values[r.param][index[r.t_ms]] = r.value
-            truth[r.param][index[r.t_ms]] = r.truth
-        ns = times * 1_000_000
-        cfg = QCConfig.model_validate({"parameters": {p: derive_parameter(p, x, ns)[0] for p, x in values.items()}})
-        res = evaluate_site(values, ns.view("datetime64[ns]"), cfg)
-        for p, r in res.parameters.items():
-            kinds = {t for t in truth[p] if t.startswith("fault:")}
-            for kind in kinds:
-                for a, b in runs(truth[p] == kind):
-                    found[kind.removeprefix("fault:")].append(
-                        bool(np.isin(r.label[a:b], [Label.FAULT, Label.MISSING]).any())
-                    )
-            flagged = np.isin(r.label, [Label.FAULT, Label.EVENT])
-            is_event = np.array([t.startswith("event:") for t in truth[p]])
-            is_fault = np.array([t.startswith("fault:") for t in truth[p]])
-            event_all += int((flagged & is_event).sum())
-            event_ok += int((flagged & is_event & (r.label == Label.EVENT)).sum())
-            fault_all += int((flagged & is_fault).sum())
-            fault_ok += int((flagged & is_fault & (r.label == Label.FAULT)).sum())
-            labelled_fault += int((r.label == Label.FAULT).sum())
-            true_fault += int(((r.label == Label.FAULT) & is_fault).sum())
+            if r.sensor not in values:
+                values[r.sensor] = np.full(times.shape[0], np.nan)
+                truth[r.sensor] = np.full(times.shape[0], "normal", dtype=object)
+                kinds[r.sensor] = r.param
+            values[r.sensor][position[r.t_ms]] = r.value
+            truth[r.sensor][position[r.t_ms]] = r.truth
+        cfg = QCConfig(parameters={s.id: sensor_qc(s) for s in device.device.sensors})
+        ns = (times * 1_000_000).view("datetime64[ns]")
+        result = evaluate_site(values, ns, cfg, kinds=kinds, site_kind=place.site.kind.value)
+        for sensor, res in result.parameters.items():
+            tr, lab = truth[sensor], res.label
+            caught = np.isin(lab, [Label.FAULT, Label.MISSING])
+            for kind in {t for t in tr if t.startswith("fault:")}:
+                name = kind.removeprefix("fault:")
+                mask = tr == kind
+                episodes[name] += [bool(caught[a:b].any()) for a, b in runs(mask)]
+                hits[name] += int((mask & caught).sum())
+            is_fault = np.array([t.startswith("fault:") for t in tr])
+            near_fault = is_fault | np.roll(is_fault, 1) | np.roll(is_fault, -1)
+            false_faults += int(((lab == Label.FAULT) & ~near_fault).sum())
+            fault_labels += int((lab == Label.FAULT).sum())
+            anomalous = np.isin(lab, [Label.FAULT, Label.EVENT])
+            for what, label in (("event", Label.EVENT), ("fault", Label.FAULT)):
+                mask = np.array([t.startswith(f"{what}:") for t in tr]) & anomalous
+                counts[what][0] += int((mask & (lab == label)).sum())
+                counts[what][1] += int(mask.sum())
     return {
-        "found": found,
-        "event": (event_ok, event_all),
-        "fault": (fault_ok, fault_all),
-        "precision": true_fault / max(labelled_fault, 1),
+        "episodes": episodes,
+        "precision": {k: hits[k] / max(hits[k] + false_faults, 1) for k in hits},
+        "overall_precision": 1 - false_faults / max(fault_labels, 1),
+        "counts": counts,
     }
 
 
-# Minimum share of fault episodes with at least one reading labelled fault or missing, per kind. Clock jumps
-# (timestamps shifted, values untouched) are invisible to value-based QC and are not scored.
-# Share of readings labelled fault whose ground truth is a fault (measured 0.28 with the self-derived config:
-# untuned ranges flag normal extremes too).
-MIN_PRECISION = 0.25
-MIN_RECALL = {
-    "spike": 0.8,
-    "dead_battery": 0.95,
-    "dropout": 0.95,
-    "flat_line": 0.95,
-    "noise_burst": 0.6,
-    "drift": 0.5,
-    "fouling": 0.3,
+# Measured with seed 7 (docs/qc.md) minus a margin: (episode recall, precision).
+MINIMUM = {
+    "spike": (0.75, 0.04),
+    "drift": (0.35, 0.15),
+    "fouling": (0.2, 0.05),
+    "flat_line": (0.75, 0.6),
+    "noise_burst": (0.15, 0.15),
+    "dropout": (0.95, 0.6),
+    "dead_battery": (0.95, 0.9),
 }
 
 
-@pytest.mark.parametrize("kind", sorted(MIN_RECALL))
-def test_recall_per_fault_kind(scored: dict[str, Any], kind: str) -> None:
-    hits = scored["found"][kind]
-    assert hits, f"seed {SEED}: no {kind} fault in the window"
-    assert np.mean(hits) >= MIN_RECALL[kind], f"{kind}: {sum(hits)}/{len(hits)} found (seed {SEED})"
+@pytest.mark.parametrize("kind", sorted(MINIMUM))
+def test_recall_and_precision_per_fault_kind(scored: dict[str, Any], kind: str) -> None:
+    found = scored["episodes"][kind]
+    assert len(found) >= 10, f"seed {SEED}: only {len(found)} {kind} episodes, too few to score"
+    recall, precision = MINIMUM[kind]
+    assert np.mean(found) >= recall, f"{kind}: {sum(found)}/{len(found)} episodes found (seed {SEED})"
+    assert scored["precision"][kind] >= precision, f"{kind}: precision {scored['precision'][kind]:.2f}"
 
 
 def test_fault_and_event_labels(scored: dict[str, Any]) -> None:
-    event_ok, event_all = scored["event"]
-    fault_ok, fault_all = scored["fault"]
-    # Environmental events (sewage discharge, rain) move several probes together: labelled event.
-    assert event_ok / event_all >= 0.95, f"{event_ok}/{event_all} (seed {SEED})"
-    # Faults are mostly labelled fault; device-wide fouling moves every probe of a device at once and is then
-    # taken for an event (a known limit of agreement-based labelling, see docs/qc.md).
-    assert fault_ok / fault_all >= 0.4, f"{fault_ok}/{fault_all} (seed {SEED})"
-    assert scored["precision"] >= MIN_PRECISION, f"precision {scored['precision']:.2f} (seed {SEED})"
+    (event_ok, event_all), (fault_ok, fault_all) = scored["counts"]["event"], scored["counts"]["fault"]
+    # Anomalous readings during a discharge, rain, dye bath dump or bin fire: labelled event (measured 0.84;
+    # the rest is mostly bin overflows lasting past a day, which the fill sensor's flat line takes for a stuck
+    # probe, and the first readings of an event before a second parameter moves).
+    assert event_ok / event_all >= 0.78, f"{event_ok}/{event_all} (seed {SEED})"
+    # Anomalous readings during a sensor fault: labelled fault (measured 0.82).
+    assert fault_ok / fault_all >= 0.75, f"{fault_ok}/{fault_all} (seed {SEED})"
+    # Share of all fault labels that are on a fault or next to one.
+    assert scored["overall_precision"] >= MIN_OVERALL_PRECISION, f"{scored['overall_precision']:.2f} (seed {SEED})"
