@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 from edge.clock import Clock
 from edge.drivers.base import Driver, SensorError
 from pilotwatch.manifest import Device, Sensor
-from pilotwatch.wire import Reading
+from pilotwatch.wire import QartodFlag, Reading
 
-FAIL = 4
+FAIL: QartodFlag = 4
 
 
 def next_slot(interval_ms: int, after_ms: int) -> int:

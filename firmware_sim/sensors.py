@@ -18,6 +18,7 @@ from firmware_sim.environment import SiteModel
 from firmware_sim.faults import ATTENUATING, OPTICAL, PRECEDENCE, SPIKE_SIZE, Fault, FaultSchedule
 from firmware_sim.noise import normal, stable_key, uniform
 from pilotwatch.manifest import Device, FaultKind, Parameter, Sensor
+from pilotwatch.wire import QartodFlag
 
 # Sensor noise (1 sigma): absolute, plus a share of the value.
 NOISE: dict[Parameter, tuple[float, float]] = {
@@ -64,7 +65,7 @@ class Sample:
     t_ms: int  # the device's stamp (true time plus any clock jump)
     true_t_ms: int
     value: float | None
-    flag: int | None
+    flag: QartodFlag | None
     true_value: float
     event: str | None
     faults: tuple[FaultKind, ...]
@@ -108,12 +109,12 @@ class SensorModel:
         full = float(self.sensor.calibration.get("full_cm", 25.0))
         return max(2.0, empty - fill / 100.0 * (empty - full))
 
-    def _observe(self, t_ms: int, true: float) -> tuple[float, int | None]:
+    def _observe(self, t_ms: int, true: float) -> tuple[float, QartodFlag | None]:
         """What a healthy sensor reports for a true value: noise, blind zone, range, resolution."""
         param = self.sensor.param
         absolute, relative = self.noise
         eps = normal(self.key, t_ms)
-        flag = None
+        flag: QartodFlag | None = None
         if param is Parameter.FILL:
             empty = float(self.sensor.calibration.get("empty_cm", 120.0))
             full = float(self.sensor.calibration.get("full_cm", 25.0))

@@ -24,7 +24,9 @@ import json
 import math
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any, Literal
+
+import msgspec
 
 WIRE_VERSION = 1
 TOPIC_ROOT = "pilotwatch/v1"
@@ -132,16 +134,22 @@ def parse_topic(topic: str) -> tuple[str, Channel]:
     return device_id, channel
 
 
-@dataclass(frozen=True, slots=True)
-class Reading:
-    """One sample: taken at ``t_ms`` (epoch ms UTC, set at the sensor) by sensor ``sensor`` of the device."""
+QartodFlag = Literal[1, 2, 3, 4, 9]
+"""QARTOD flag values: 1 good, 2 not evaluated, 3 suspect, 4 fail, 9 missing."""
 
-    t_ms: int
-    sensor: str
-    param: str
+
+class Reading(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """One sample: taken at ``t_ms`` (epoch ms UTC, set at the sensor) by sensor ``sensor`` of the device.
+
+    The annotations are the wire rules; msgspec enforces them while decoding (see :func:`decode_readings`).
+    """
+
+    t_ms: Annotated[int, msgspec.Meta(ge=MIN_TIME_MS, le=MAX_TIME_MS)] = msgspec.field(name="t")
+    sensor: Annotated[str, msgspec.Meta(pattern=SENSOR_ID_PATTERN.pattern)]
+    param: Annotated[str, msgspec.Meta(pattern=SENSOR_ID_PATTERN.pattern)]
     value: float
-    unit: str
-    flag: int | None = None  # QC flag assigned on the edge (QARTOD value), if any
+    unit: Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_UNIT_LENGTH)]
+    flag: QartodFlag | None = None  # QC flag assigned on the edge (QARTOD value), if any
 
     def to_wire(self) -> dict[str, Any]:
         item: dict[str, Any] = {
@@ -154,6 +162,19 @@ class Reading:
         if self.flag is not None:
             item["flag"] = self.flag
         return item
+
+
+class _WireReadings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """The readings message exactly as it travels; only well-formed messages decode into it."""
+
+    v: Literal[1]
+    device: Annotated[str, msgspec.Meta(pattern=DEVICE_ID_PATTERN.pattern)]
+    seq: Annotated[int, msgspec.Meta(ge=0, le=MAX_SEQ)]
+    sent: Annotated[int, msgspec.Meta(ge=MIN_TIME_MS, le=MAX_TIME_MS)]
+    readings: Annotated[list[Reading], msgspec.Meta(min_length=1, max_length=MAX_READINGS_PER_MESSAGE)]
+
+
+_FAST_READINGS = msgspec.json.Decoder(_WireReadings)
 
 
 @dataclass(frozen=True, slots=True)
@@ -262,7 +283,10 @@ def _decode_reading(item: Any) -> Reading:
     value = item["value"]
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise WireError(Reason.BAD_TYPE, f"value must be a number, got {type(value).__name__} {str(value)[:40]!r}")
-    value = float(value)
+    try:
+        value = float(value)
+    except OverflowError:  # an integer literal too long for a float, e.g. 1 followed by 400 zeros
+        raise WireError(Reason.NON_FINITE, f"value {str(value)[:20]}... does not fit a float") from None
     if not math.isfinite(value):
         raise WireError(Reason.NON_FINITE, f"value {value} is not finite")
     unit = item["unit"]
@@ -279,10 +303,27 @@ def decode_readings(topic: str, payload: bytes) -> DecodedReadings:
 
     Raises :class:`WireError` when the message as a whole is unusable. Readings that are individually bad are
     returned in ``rejected`` with their index, raw form and reason; the rest are in ``message.readings``.
+
+    A sound message (nearly all of them) is decoded and checked in one pass by msgspec against the typed wire
+    structs; anything that fails there is decoded again by the explicit checks below, which name the exact reason
+    and keep the good readings of a partly bad message. Both paths accept and refuse the same messages (tested).
     """
     topic_device, channel = parse_topic(topic)
     if channel is not Channel.READINGS:
         raise WireError(Reason.BAD_TOPIC, f"expected a {Channel.READINGS.value} topic, got {channel.value}")
+    if len(payload) > MAX_PAYLOAD_BYTES:
+        raise WireError(Reason.PAYLOAD_TOO_LARGE, f"{len(payload)} bytes, limit {MAX_PAYLOAD_BYTES}")
+    try:
+        wire = _FAST_READINGS.decode(payload)
+    except (msgspec.ValidationError, msgspec.DecodeError):
+        return _decode_readings_explaining(topic_device, payload)
+    if wire.device != topic_device:
+        raise WireError(Reason.TOPIC_MISMATCH, f"payload device {wire.device!r} published on topic of {topic_device!r}")
+    message = ReadingsMessage(device=topic_device, seq=wire.seq, sent_ms=wire.sent, readings=tuple(wire.readings))
+    return DecodedReadings(message=message)
+
+
+def _decode_readings_explaining(topic_device: str, payload: bytes) -> DecodedReadings:
     obj = _load_object(payload)
     _check_common(obj, topic_device, _MESSAGE_KEYS, ("v", "device", "seq", "sent", "readings"))
     seq = obj["seq"]

@@ -3,19 +3,24 @@
 from __future__ import annotations
 
 import json
+import random
 
+import msgspec
 import pytest
 
-from pilotwatch.wire import (
+from pilotwatch.wire import (  # the two paths compared below
+    _FAST_READINGS,
     MAX_PAYLOAD_BYTES,
     MAX_READINGS_PER_MESSAGE,
     AckMessage,
+    DecodedReadings,
     DeviceState,
     Reading,
     ReadingsMessage,
     Reason,
     StatusMessage,
     WireError,
+    _decode_readings_explaining,
     ack_topic,
     decode_ack,
     decode_readings,
@@ -187,3 +192,113 @@ def test_ack_round_trip_and_validation() -> None:
 
 def test_parse_topic() -> None:
     assert parse_topic(ack_topic("dng-quay-bin1")) == ("dng-quay-bin1", parse_topic(ack_topic("x1"))[1])
+
+
+MUTATIONS: list[tuple[str, object]] = [
+    ("v", 2),
+    ("v", True),
+    ("v", "1"),
+    ("v", 1.0),
+    ("device", "bkk-asok-wq1"),
+    ("device", "BKK"),
+    ("device", None),
+    ("seq", -1),
+    ("seq", 2**64),
+    ("seq", True),
+    ("seq", 1.0),
+    ("seq", "3"),
+    ("sent", 0),
+    ("sent", 1.5),
+    ("sent", T0 * 100),
+    ("sent", False),
+    ("t", 0),
+    ("t", T0 + 0.5),
+    ("t", True),
+    ("t", "2026-01-01"),
+    ("t", None),
+    ("sensor", "Do"),
+    ("sensor", ""),
+    ("sensor", "x" * 40),
+    ("sensor", 3),
+    ("param", "PH"),
+    ("param", 7),
+    ("value", True),
+    ("value", "7.1"),
+    ("value", None),
+    ("value", [1.0]),
+    ("value", {"x": 1}),
+    ("value", 10**400),
+    ("unit", ""),
+    ("unit", "u" * 17),
+    ("unit", 5),
+    ("flag", 0),
+    ("flag", 5),
+    ("flag", True),
+    ("flag", "1"),
+    ("flag", 1.0),
+    ("extra", 1),
+    ("-readings", None),
+    ("-t", None),
+    ("-unit", None),
+    ("readings", []),
+    ("readings", {}),
+]
+
+
+def test_fast_path_never_accepts_what_the_explaining_path_refuses() -> None:
+    """decode_readings answers sound messages from msgspec and falls back for the rest; both must agree."""
+    rng = random.Random(20261123)
+    accepted = refused = 0
+    for _ in range(3_000):
+        payload = _message(
+            seq=rng.randrange(0, 10**6),
+            readings=[
+                {
+                    "t": T0 + rng.randrange(10**9),
+                    "sensor": "do",
+                    "param": "do",
+                    "value": rng.uniform(-1e6, 1e6),
+                    "unit": "mg/L",
+                    **({"flag": rng.choice([1, 2, 3, 4, 9])} if rng.random() < 0.3 else {}),
+                }
+                for _ in range(rng.randrange(1, 6))
+            ],
+        )
+        for _ in range(rng.randrange(0, 3)):
+            key, value = rng.choice(MUTATIONS)
+            readings = payload.get("readings")
+            if key in ("v", "device", "seq", "sent", "readings", "extra"):
+                payload[key] = value
+            elif key == "-readings":
+                payload.pop("readings", None)
+            elif isinstance(readings, list) and readings and isinstance(readings[0], dict):
+                target = rng.choice(readings)
+                if key.startswith("-"):
+                    target.pop(key[1:], None)
+                else:
+                    target[key] = value
+        raw = json.dumps(payload).encode()
+        slow: DecodedReadings | Reason
+        try:
+            slow = _decode_readings_explaining("bkk-pratunam-wq1", raw)
+        except WireError as exc:
+            slow = exc.reason
+        try:
+            fast = _FAST_READINGS.decode(raw)
+        except (msgspec.ValidationError, msgspec.DecodeError):
+            refused += 1
+            continue
+        accepted += 1
+        if fast.device != "bkk-pratunam-wq1":  # checked after decoding, against the topic, on both paths
+            assert slow is Reason.TOPIC_MISMATCH
+            with pytest.raises(WireError, match="topic_mismatch"):
+                decode_readings(TOPIC, raw)
+            continue
+        assert isinstance(slow, DecodedReadings), (raw, slow)
+        assert slow.rejected == (), raw
+        assert slow.message.seq == fast.seq
+        assert slow.message.sent_ms == fast.sent
+        assert slow.message.readings == tuple(fast.readings)
+        assert decode_readings(TOPIC, raw) == slow
+    assert accepted > 500
+    assert refused > 500

@@ -14,13 +14,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-SUSPECT = 3  # QARTOD flag a driver may attach when the device itself says the value is doubtful
+from pilotwatch.wire import QartodFlag
+
+SUSPECT: QartodFlag = 3  # QARTOD flag a driver may attach when the device itself says the value is doubtful
 
 
 @dataclass(frozen=True, slots=True)
 class Measurement:
     value: float
-    flag: int | None = None  # a QARTOD flag the driver knows (e.g. 3 inside an ultrasonic blind zone)
+    flag: QartodFlag | None = None  # a QARTOD flag the driver knows (e.g. 3 inside an ultrasonic blind zone)
 
 
 class SensorError(Exception):

@@ -18,10 +18,9 @@ from paho.mqtt.properties import Properties
 from ingest.service import IngestService
 from ingest.settings import IngestSettings
 from pilotwatch.influx import InfluxV1
-from pilotwatch.manifest import Manifest
+from pilotwatch.manifest import Manifest, load_manifest
 from pilotwatch.stack import LocalStack
 from pilotwatch.wire import status_topic
-from tests.ingest.helpers import DEVICE
 
 _ids = itertools.count()
 
@@ -38,8 +37,13 @@ def forget_session(host: str, port: int, client_id: str) -> None:
     client.loop_stop()
 
 
-def clear_retained_status(host: str, port: int, devices: tuple[str, ...] = (DEVICE, "bkk-asok-wq1")) -> None:
-    """Remove retained statuses (an edge test's last will, say) so a test's ledger sees only its own."""
+def clear_retained_status(host: str, port: int, devices: tuple[str, ...] | None = None) -> None:
+    """Remove retained statuses (an edge test's last will, say) so a test's ledger sees only its own.
+
+    Every device of the manifest by default: any earlier test on the session broker may have left one.
+    """
+    if devices is None:
+        devices = tuple(device.id for _, _, device in load_manifest().iter_devices())
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"clear-{time.monotonic_ns()}")
     client.connect(host, port)
     client.loop_start()
