@@ -12,6 +12,8 @@ Conventions every kernel relies on (the wrappers guarantee them):
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from analytics._numba import kernel, parallel_kernel, prange
@@ -247,7 +249,7 @@ def _spike(
 
 
 # --------------------------------------------------------------------------------------------- rate of change
-@kernel
+@parallel_kernel
 def _rate_of_change(
     values: np.ndarray,
     times: np.ndarray,
@@ -256,12 +258,16 @@ def _rate_of_change(
     has_fail: bool,
     out: np.ndarray,
 ) -> None:
-    prev = -1
-    for i in range(values.shape[0]):
+    # Each point needs only its last finite predecessor, found by a short backward scan (the scans over a run of
+    # missing values add up to the run's length once), so every point is independent and the pass is parallel.
+    for i in prange(values.shape[0]):
         v = values[i]
         if not np.isfinite(v):
             out[i] = MISSING
             continue
+        prev = i - 1
+        while prev >= 0 and not np.isfinite(values[prev]):
+            prev -= 1
         flag = GOOD
         if prev >= 0:
             dx = abs(v - values[prev])
@@ -277,7 +283,6 @@ def _rate_of_change(
             if has_fail and rate > fail:
                 flag = FAIL
         out[i] = flag
-        prev = i
 
 
 # --------------------------------------------------------------------------------------------- flat line
@@ -592,33 +597,25 @@ def _neighbor(
 
 
 # --------------------------------------------------------------------------------------------- aggregate
-@kernel
-def _rank(flag: int) -> int:
-    # QARTOD precedence, lowest first: MISSING < UNKNOWN < GOOD < SUSPECT < FAIL (as ioos_qc.qartod_compare).
-    if flag == 4:
-        return 4
-    if flag == 3:
-        return 3
-    if flag == 1:
-        return 2
-    if flag == 2:
-        return 1
-    if flag == 9:
-        return 0
-    return -1
+RANKS = np.full(256, -1, dtype=np.int8)
+RANKS[9], RANKS[2], RANKS[1], RANKS[3], RANKS[4] = 0, 1, 2, 3, 4
+"""QARTOD precedence by flag value, lowest first: MISSING < UNKNOWN < GOOD < SUSPECT < FAIL; -1 unknown."""
 
 
 @parallel_kernel
-def _aggregate(flags: np.ndarray, out: np.ndarray) -> None:
-    k, n = flags.shape
+def _aggregate(flags: Any, ranks: np.ndarray, out: np.ndarray) -> None:
+    # One fused pass over the tests' flag arrays (a tuple: no stacked copy), the precedence from a table.
+    n = out.shape[0]
+    k = len(flags)
     for i in prange(n):
         best = -1
         flag = MISSING
         for j in range(k):
-            r = _rank(flags[j, i])
+            f = flags[j][i]
+            r = ranks[f]
             if r > best:
                 best = r
-                flag = flags[j, i]
+                flag = f
         out[i] = flag if best >= 0 else MISSING
 
 

@@ -434,9 +434,13 @@ def aggregate(flags: Sequence[Any] | Mapping[str, Any]) -> FlagArray:
     arrays = list(flags.values()) if isinstance(flags, Mapping) else list(flags)
     if not arrays:
         raise ValueError("flags must hold at least one flag array")
-    stacked = np.ascontiguousarray(np.vstack([np.asarray(a, dtype=np.uint8) for a in arrays]))
-    out = np.empty(stacked.shape[1], dtype=np.uint8)
-    k._aggregate(stacked, out)
+    columns = tuple(np.ascontiguousarray(a, dtype=np.uint8) for a in arrays)
+    n = columns[0].shape[0]
+    for c in columns:
+        if c.shape != (n,):
+            raise ValueError(f"flag arrays must all have shape ({n},), got {c.shape}")
+    out = np.empty(n, dtype=np.uint8)
+    k._aggregate(columns, k.RANKS, out)
     return out
 
 

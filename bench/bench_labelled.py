@@ -12,8 +12,12 @@ event precision is the share of runs of detected readings that touch a labelled 
 
 Published figures for the same data: the PyHydroQC paper (Jones, Jones & Horsburgh 2022, Environmental
 Modelling & Software, doi:10.1016/j.envsoft.2022.105364) and Leigh et al. (2019, Science of the Total
-Environment 664) report per-site/per-variable scores, but their tables could not be retrieved and checked
-from this environment, so the ``published`` column says n/a rather than quote unverified numbers.
+Environment 664:885-898) report per-site/per-variable scores. Searched for them: the pyhydroqc repository
+(README, file list), its HydroShare resources (10.4211/hs.a6ea89ae20354e39b3c9f1228997e27a and the single-site
+example), and the Leigh et al. abstract pages (arXiv:1810.13076, Monash and RMIT repositories, a preprint
+mirror); only abstracts and descriptions were readable, no results table. So the ``published`` column says
+"not read" rather than quote a number that was not read. PUBLISHED below holds (site, param) -> (P, R, F1,
+source) for figures actually read; it is empty.
 """
 
 from __future__ import annotations
@@ -71,7 +75,7 @@ def evaluate(values: dict[str, np.ndarray], times: np.ndarray) -> dict[str, np.n
 
 
 def lro(root: Path, max_rows: int | None) -> list[tuple[str, str, dict[str, float]]]:
-    out = []
+    out: list[tuple[str, str, dict[str, float]]] = []
     for path in sorted((root / "lro").glob("*.csv")):
         df = pd.read_csv(path, na_values=["NULL"], nrows=max_rows)
         times = pd.to_datetime(df["datetime"]).to_numpy()
@@ -105,6 +109,14 @@ def oddwater(root: Path, max_rows: int | None) -> list[tuple[str, str, dict[str,
     return out
 
 
+PUBLISHED: dict[tuple[str, str], tuple[float, float, float, str]] = {}
+
+
+def published(site: str, param: str) -> str:
+    hit = PUBLISHED.get((site, param))
+    return "not read" if hit is None else f"P {hit[0]:.2f} R {hit[1]:.2f} F1 {hit[2]:.2f} ({hit[3]})"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=ROOT)
@@ -120,7 +132,7 @@ def main() -> None:
     for site, p, s in rows:
         print(
             f"{site:<20}{p:<7}{int(s['labelled']):>9}{int(s['events']):>7}{s['P']:>6.2f}{s['R']:>6.2f}{s['F1']:>6.2f}"
-            f"{s['eP']:>6.2f}{s['eR']:>6.2f}{s['eF1']:>6.2f}  n/a"
+            f"{s['eP']:>6.2f}{s['eR']:>6.2f}{s['eF1']:>6.2f}  {published(site, p)}"
         )
 
 

@@ -20,6 +20,7 @@ import time
 import tracemalloc
 import warnings
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -112,6 +113,29 @@ def peak_bytes(fn: Callable[[], object]) -> int:
     return peak
 
 
+GOAL = 20.0
+BELOW_GOAL = {
+    "attenuated_signal": "sequential: replays pandas' rolling std (Welford + Kahan, recompute on cancellation) step "
+    "by step so thresholds tie identically on quantised data; its state depends on the whole history, so it "
+    "cannot be chunked without last-bit differences",
+}
+"""Why a test may stay below the goal while keeping ioos_qc's flags (docs/qc.md)."""
+
+
+def _store(
+    results: dict[str, np.ndarray],
+    name: str,
+    fn: Callable[[np.ndarray, np.ndarray], np.ndarray],
+    x: np.ndarray,
+    t: np.ndarray,
+) -> None:
+    results[name] = fn(x, t)
+
+
+def _score_fresh(make: Callable[[], det.Detector], x: np.ndarray, t: np.ndarray) -> None:
+    make().score_many(x, t)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size", type=int, default=10_000_000)
@@ -129,21 +153,23 @@ def main() -> None:
     print(header)
     print("-" * len(header))
     total_ours = total_ioos = 0.0
-    results = {}
+    results: dict[str, np.ndarray] = {}
     for name in PARAMS:
         f_ours, f_ioos = ours(name), theirs(name)
-        t_ours = best_time(lambda f=f_ours, k=name: results.__setitem__(k, f(x, t)), args.repeat)
+        t_ours = best_time(partial(_store, results, name, f_ours, x, t), args.repeat)
         note = ""
         if name in IOOS_SLICED and args.ioos_size < n:
             m = small.stop
-            t_ioos = best_time(lambda f=f_ioos: f(x[small], t[small]), 1) * n / m
+            t_ioos = best_time(partial(f_ioos, x[small], t[small]), 1) * n / m
             note = f"ioos_qc timed on {m:,} points, extrapolated"
         else:
-            t_ioos = best_time(lambda f=f_ioos: f(x, t), 1)
-        mem_ours = peak_bytes(lambda f=f_ours: f(xm, tm)) / len(xm) + KERNEL_SCRATCH.get(name, 0.0)
-        mem_ioos = peak_bytes(lambda f=f_ioos: f(xm, tm)) / len(xm)
+            t_ioos = best_time(partial(f_ioos, x, t), 1)
+        mem_ours = peak_bytes(partial(f_ours, xm, tm)) / len(xm) + KERNEL_SCRATCH.get(name, 0.0)
+        mem_ioos = peak_bytes(partial(f_ioos, xm, tm)) / len(xm)
         total_ours += t_ours
         total_ioos += t_ioos
+        if t_ioos / t_ours < GOAL:
+            note = f"{note}; below {GOAL:g}×: {BELOW_GOAL.get(name, 'see docs/qc.md')}".lstrip("; ")
         print(
             f"{name:<18}{n / t_ours:>16,.0f}{n / t_ioos:>14,.0f}{t_ioos / t_ours:>7.1f}×"
             f"{mem_ours:>9.1f}{mem_ioos:>11.1f}  {note}"
@@ -162,7 +188,7 @@ def main() -> None:
     print()
     print("Detectors (batch score_many over the same series) and streaming cost per reading")
     print(f"{'detector':<12}{'batch rd/s':>14}{'µs/reading, one at a time':>28}{'µs/reading, batches of 1000':>30}")
-    makers = {
+    makers: dict[str, Callable[[], det.Detector]] = {
         "robust_z": lambda: det.RobustZScore(window=24),
         "ewma": det.EWMAZScore,
         "cusum": det.CUSUM,
@@ -170,7 +196,7 @@ def main() -> None:
         "drift": lambda: det.DriftDetector(step=60),
     }
     for name, make in makers.items():
-        t_batch = best_time(lambda m=make: m().score_many(x, t), 1)
+        t_batch = best_time(partial(_score_fresh, make, x, t), 1)
         d = make()
         k = 20_000
         t0 = time.perf_counter()
