@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import zoneinfo
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +21,7 @@ from pilotwatch.influx import READING_MEASUREMENT, _escape_field_string, line
 from pilotwatch.manifest import Manifest
 from pilotwatch.wire import (
     WIRE_VERSION,
+    Reading,
     Reason,
     StatusMessage,
     WireError,
@@ -29,6 +31,8 @@ from pilotwatch.wire import (
 )
 
 STATUS_MEASUREMENT = "device_status"
+# The line-protocol tail for each possible edge flag, so the hot loop formats nothing for it.
+_FLAG_FIELD: dict[int | None, str] = {None: "", **{f: f",flag={f}i" for f in (1, 2, 3, 4, 9)}}
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,48 +164,41 @@ class Validator:
         commissioned = spec.commissioned_ms
         sensors = spec.sensors
         newest = 0
-        good_index = 0
-        # Indexes of good readings in the original list: the decoder keeps order and removes rejected ones.
-        rejected_indexes = {r.index for r in decoded.rejected}
-        for reading in message.readings:
-            while good_index in rejected_indexes:
-                good_index += 1
-            index = good_index
-            good_index += 1
+        # The decoder keeps order and removes rejected readings: map each good reading back to its index.
+        total = len(message.readings) + len(decoded.rejected)
+        if decoded.rejected:
+            rejected_indexes = {r.index for r in decoded.rejected}
+            good_indexes: Sequence[int] = [i for i in range(total) if i not in rejected_indexes]
+        else:
+            good_indexes = range(total)
+        # A sound reading passes one combined test; only a failing one walks the chain that names the reason.
+        time_limit = min(future_limit, jump_limit)
+        for index, reading in zip(good_indexes, message.readings, strict=True):
             sensor = sensors.get(reading.sensor)
             t = reading.t_ms
-            problem: tuple[Reason, str] | None = None
-            if sensor is None:
-                problem = (Reason.UNKNOWN_SENSOR, f"sensor {reading.sensor!r} is not on device {message.device!r}")
-            elif reading.param != sensor.param:
-                problem = (
-                    Reason.WRONG_PARAMETER,
-                    f"sensor {reading.sensor!r} measures {sensor.param}, got {reading.param!r}",
-                )
-            elif reading.unit != sensor.unit:
-                problem = (Reason.WRONG_UNIT, f"{sensor.param} is carried in {sensor.unit!r}, got {reading.unit!r}")
-            elif not sensor.low <= reading.value <= sensor.high:
-                problem = (
-                    Reason.OUT_OF_RANGE,
-                    f"value {reading.value} outside the valid range [{sensor.low}, {sensor.high}] "
-                    f"of {reading.sensor!r}",
-                )
-            elif t > future_limit:
-                problem = (Reason.FUTURE_TIMESTAMP, f"t={t} is {(t - now_ms) / 1000:.0f} s ahead of ingest's clock")
-            elif t < commissioned:
-                problem = (Reason.BEFORE_COMMISSIONING, f"t={t} is before the device was commissioned ({commissioned})")
-            elif t > jump_limit:
-                problem = (
-                    Reason.BAD_TIMESTAMP,
-                    f"clock jump: t={t} is {(t - sent) / 1000:.0f} s after the message was sent (sent={sent})",
-                )
-            if problem is not None:
-                rejected.append((index, reading.to_wire(), problem[0], problem[1]))
+            value = reading.value
+            if (
+                sensor is not None
+                and reading.param == sensor.param
+                and reading.unit == sensor.unit
+                and sensor.low <= value <= sensor.high
+                and commissioned <= t <= time_limit
+            ):
+                flag = _FLAG_FIELD[reading.flag]
+                lines.append(f"{sensor.prefix} value={value!r},unit={sensor.unit_field},seq={seq}i{flag} {t}")
+                newest = max(newest, t)
                 continue
-            assert sensor is not None
-            flag = "" if reading.flag is None else f",flag={reading.flag}i"
-            lines.append(f"{sensor.prefix} value={reading.value!r},unit={sensor.unit_field},seq={seq}i{flag} {t}")
-            newest = max(newest, t)
+            problem = self._problem(
+                message.device,
+                reading,
+                sensor,
+                now_ms=now_ms,
+                future_limit=future_limit,
+                jump_limit=jump_limit,
+                sent=sent,
+                commissioned=commissioned,
+            )
+            rejected.append((index, reading.to_wire(), problem[0], problem[1]))
         rejections = [
             Rejection(
                 kind="reading",
@@ -217,6 +214,42 @@ class Validator:
         ]
         digest = hash((tuple(lines), tuple((r.index, r.reason) for r in rejections)))
         return CheckedReadings(message.device, seq, sent, lines, digest, newest, rejections)
+
+    @staticmethod
+    def _problem(  # noqa: PLR0911 - one return per rule, in the order the rules are applied
+        device: str,
+        reading: Reading,
+        sensor: _SensorSpec | None,
+        *,
+        now_ms: int,
+        future_limit: int,
+        jump_limit: int,
+        sent: int,
+        commissioned: int,
+    ) -> tuple[Reason, str]:
+        """Why a reading that failed the combined test is refused: the first rule it breaks, in a fixed order."""
+        t = reading.t_ms
+        if sensor is None:
+            return Reason.UNKNOWN_SENSOR, f"sensor {reading.sensor!r} is not on device {device!r}"
+        if reading.param != sensor.param:
+            return Reason.WRONG_PARAMETER, f"sensor {reading.sensor!r} measures {sensor.param}, got {reading.param!r}"
+        if reading.unit != sensor.unit:
+            return Reason.WRONG_UNIT, f"{sensor.param} is carried in {sensor.unit!r}, got {reading.unit!r}"
+        if not sensor.low <= reading.value <= sensor.high:
+            return (
+                Reason.OUT_OF_RANGE,
+                f"value {reading.value} outside the valid range [{sensor.low}, {sensor.high}] of {reading.sensor!r}",
+            )
+        if t > future_limit:
+            return Reason.FUTURE_TIMESTAMP, f"t={t} is {(t - now_ms) / 1000:.0f} s ahead of ingest's clock"
+        if t < commissioned:
+            return Reason.BEFORE_COMMISSIONING, f"t={t} is before the device was commissioned ({commissioned})"
+        if t > jump_limit:
+            return (
+                Reason.BAD_TIMESTAMP,
+                f"clock jump: t={t} is {(t - sent) / 1000:.0f} s after the message was sent (sent={sent})",
+            )
+        raise AssertionError(f"reading {reading!r} failed the combined test but breaks no rule")
 
     def check_status(self, topic: str, payload: bytes) -> tuple[StatusMessage, str]:
         """The decoded status and its ``device_status`` line (fixed field types); WireError if unusable."""
