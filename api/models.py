@@ -138,6 +138,33 @@ class DeviceHealthPublic(Public):
     """The later of the last status and the last reading stored."""
 
 
+class DeliveryPublic(Public):
+    """The gap ledger of one device as ingest keeps it: what is stored, what is missing, what waits on the edge."""
+
+    device: str
+    city: str
+    site: str
+    seen: bool
+    """False until ingest has stored anything of this device (all counts are then zero)."""
+    stored: int
+    """Messages (sequence numbers) safely stored."""
+    stored_through: int
+    """Every sequence number up to this one is stored (-1: none yet)."""
+    missing: int
+    """Sequence numbers below the highest stored that never arrived."""
+    gaps: list[tuple[int, int]]
+    """The missing sequence numbers as inclusive ranges."""
+    recovered: int
+    """Gaps that closed when a re-send arrived: late, not lost."""
+    duplicates: int
+    dead_lettered: int
+    buffered_on_device: int | None
+    """Readings the device last reported as waiting in its buffer."""
+    oldest_unsent: dt.datetime | None
+    device_last_seq: int | None
+    last_seen: dt.datetime | None
+
+
 class ApiKeyScopePublic(Public):
     name: str
     role: Role

@@ -38,6 +38,9 @@ class ApiSettings(BaseSettings):
     influx_password: SecretStr | None = None
     influx_timeout_s: float = 30.0
 
+    ingest_state_dir: Path = Path(".pilotwatch/ingest")
+    """Ingest's state folder (its ``PILOTWATCH_INGEST_STATE_DIR``), read for the delivery ledger."""
+
     keys_file: Path = Path(".pilotwatch/api-keys.yaml")
     """YAML or JSON file of hashed API keys (``pilotwatch api keys add`` writes it); the CLI's default is
     ``<PILOTWATCH_HOME>/api-keys.yaml``."""

@@ -101,6 +101,7 @@ def _stack_for(root: Path) -> LocalStack:
 
 def run(args: argparse.Namespace) -> int:
     # Heavy parts are imported here so `pilotwatch --help` stays fast.
+    from analytics.service import evaluate_window  # noqa: PLC0415
     from api.keys import ApiKeyCreate, KeyStore  # noqa: PLC0415
     from edge.fleet import FleetProgress, run_fleet  # noqa: PLC0415
     from ingest.service import IngestService  # noqa: PLC0415
@@ -172,6 +173,19 @@ def run(args: argparse.Namespace) -> int:
         stored = _stored_by_site(influx, window)
     _print_summary(
         console, manifest, counts=counts, stored=stored, rejected=ingest.stats.readings_rejected, elapsed_s=elapsed
+    )
+
+    with console.status("quality control, anomaly detection and fault/event labels over the stored readings"):
+        qc_started = time.perf_counter()
+        report = evaluate_window(
+            manifest, config.influx_url, config.database, window.start_ms, window.end_ms, home / "analytics" / run_id
+        )
+    flags = report.flags
+    console.print(
+        f"QC in {time.perf_counter() - qc_started:.1f} s: {sum(flags.values()):,} readings flagged "
+        f"(good {flags[1]:,}, not evaluated {flags[2]:,}, suspect {flags[3]:,}, fail {flags[4]:,}, "
+        f"missing {flags[9]:,}); {report.anomalies:,} anomalous, labelled fault {report.labels['fault']:,} / "
+        f"event {report.labels['event']:,}; written beside the readings as measurement 'qc'"
     )
 
     keys_file = home / "api-keys.yaml"

@@ -1,4 +1,5 @@
-"""``GET /devices/{device_id}/health``: the latest ``device_status`` point and the last reading stored."""
+"""``GET /devices/{device_id}/health``: the latest ``device_status`` point and the last reading stored.
+``GET /devices/{device_id}/delivery``: the device's gap ledger, read from ingest's state folder."""
 
 from __future__ import annotations
 
@@ -6,8 +7,9 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from api.deps import ScopedDevice, StoreDep, from_ms
-from api.models import DeviceHealthPublic
+from api.deps import ScopedDevice, SettingsDep, StoreDep, from_ms
+from api.models import DeliveryPublic, DeviceHealthPublic
+from ingest.ledger import read_ledger
 
 router = APIRouter(prefix="/devices", tags=["devices"])
 
@@ -46,4 +48,42 @@ def device_health(store: StoreDep, scoped: ScopedDevice) -> DeviceHealthPublic:
         last_seq=_int(status_row, "last_seq"),
         last_reading_time=from_ms(last_reading_ms) if last_reading_ms is not None else None,
         last_seen=from_ms(max(seen)) if seen else None,
+    )
+
+
+@router.get("/{device_id}/delivery", response_model=DeliveryPublic)
+def device_delivery(settings: SettingsDep, scoped: ScopedDevice) -> DeliveryPublic:
+    device_id = scoped.device.id
+    ledger = next((entry for entry in read_ledger(settings.ingest_state_dir) if entry.device == device_id), None)
+    placement = {"device": device_id, "city": scoped.city.id, "site": scoped.site.id}
+    if ledger is None:
+        return DeliveryPublic(
+            **placement,
+            seen=False,
+            stored=0,
+            stored_through=-1,
+            missing=0,
+            gaps=[],
+            recovered=0,
+            duplicates=0,
+            dead_lettered=0,
+            buffered_on_device=None,
+            oldest_unsent=None,
+            device_last_seq=None,
+            last_seen=None,
+        )
+    return DeliveryPublic(
+        **placement,
+        seen=True,
+        stored=ledger.stored,
+        stored_through=ledger.stored_through,
+        missing=ledger.missing,
+        gaps=list(ledger.gaps),
+        recovered=ledger.recovered,
+        duplicates=ledger.duplicates,
+        dead_lettered=ledger.dead_lettered,
+        buffered_on_device=ledger.buffered_on_device,
+        oldest_unsent=from_ms(ledger.oldest_unsent_ms) if ledger.oldest_unsent_ms is not None else None,
+        device_last_seq=ledger.device_last_seq,
+        last_seen=from_ms(ledger.last_seen_ms) if ledger.last_seen_ms is not None else None,
     )

@@ -1,0 +1,45 @@
+"""``GET /devices/{id}/delivery``: the gap ledger that ingest keeps, as operators and evaluators see it."""
+
+from __future__ import annotations
+
+from fastapi.testclient import TestClient
+
+from api.settings import ApiSettings
+from ingest.ledger import Ledger
+from tests.api.conftest import Keys
+from tests.api.test_api import auth
+
+DEVICE = "bkk-pratunam-wq1"
+
+
+def test_gaps_show_as_missing_then_as_recovered(client: TestClient, keys: Keys, settings: ApiSettings) -> None:
+    settings.ingest_state_dir.mkdir(parents=True)
+    ledger = Ledger(settings.ingest_state_dir / "ledger-w1.json", "w1")
+    for seq in (0, 1, 2, 5, 6):
+        ledger.mark_stored(DEVICE, seq)
+    ledger.save()
+
+    body = client.get(f"/devices/{DEVICE}/delivery", headers=auth(keys.operator_bkk)).json()
+    assert (body["seen"], body["stored"], body["stored_through"], body["missing"]) == (True, 5, 2, 2)
+    assert body["gaps"] == [[3, 4]]
+    assert body["recovered"] == 0
+    assert (body["city"], body["site"]) == ("bangkok", "bkk-pratunam-pier")
+
+    # The edge re-sends what was never acknowledged: the gap closes as recovered, not lost.
+    ledger.mark_stored(DEVICE, 3)
+    ledger.mark_stored(DEVICE, 4)
+    ledger.save()
+    body = client.get(f"/devices/{DEVICE}/delivery", headers=auth(keys.operator_bkk)).json()
+    assert (body["stored"], body["stored_through"], body["missing"], body["gaps"]) == (7, 6, 0, [])
+    assert body["recovered"] == 2
+
+
+def test_a_device_ingest_never_saw_and_one_out_of_scope(client: TestClient, keys: Keys) -> None:
+    never = client.get("/devices/bkk-asok-wq1/delivery", headers=auth(keys.operator_bkk))
+    assert never.status_code == 200
+    assert (never.json()["seen"], never.json()["stored"], never.json()["stored_through"]) == (False, 0, -1)
+    other = client.get("/devices/mlk-morten-wq1/delivery", headers=auth(keys.operator_bkk))
+    assert other.status_code == 403
+    assert other.json() == {"detail": "key 'op-bkk' has no access to device 'mlk-morten-wq1'"}
+    anonymous = client.get(f"/devices/{DEVICE}/delivery")
+    assert anonymous.status_code == 401
