@@ -7,17 +7,21 @@ Tests that stop or kill a service use ``private_stack`` instead.
 
 from __future__ import annotations
 
+import copy
 import itertools
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 
 from pilotwatch.influx import InfluxV1
-from pilotwatch.manifest import Manifest, load_manifest
+from pilotwatch.manifest import Manifest, load_manifest, parse_manifest
 from pilotwatch.stack import LocalStack, StackConfig
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
+DEFAULT_MANIFEST = Path(__file__).resolve().parents[1] / "pilotwatch" / "manifests" / "default.yaml"
 _db_counter = itertools.count()
 
 
@@ -59,3 +63,13 @@ def shared_dir() -> Path:
     if not SHARED.is_dir():
         pytest.fail(f"the shared folder is missing at {SHARED}; CI places it beside the clone")
     return SHARED
+
+
+@pytest.fixture(scope="session")
+def fault_free_manifest() -> Manifest:
+    """The default manifest with random sensor faults off, so every sampled value is a reading ingest accepts."""
+    raw: dict[str, Any] = copy.deepcopy(yaml.safe_load(DEFAULT_MANIFEST.read_text()))
+    for city in raw["cities"]:
+        for site in city["sites"]:
+            site["simulation"] = {**site.get("simulation", {}), "fault_rate_per_week": 0.0}
+    return parse_manifest(raw, "default.yaml without random faults")

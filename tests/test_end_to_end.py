@@ -7,17 +7,13 @@ valid readings around them from landing.
 
 from __future__ import annotations
 
-import copy
 import datetime as dt
 import json
 import math
 import threading
 from pathlib import Path
-from typing import Any
 
 import paho.mqtt.client as mqtt
-import pytest
-import yaml
 from paho.mqtt.enums import CallbackAPIVersion
 
 from edge.fleet import run_fleet
@@ -26,7 +22,7 @@ from ingest.deadletter import DeadLetterStore
 from ingest.service import IngestService
 from ingest.settings import IngestSettings
 from pilotwatch.influx import InfluxV1
-from pilotwatch.manifest import Manifest, parse_manifest
+from pilotwatch.manifest import Manifest
 from pilotwatch.stack import LocalStack
 from pilotwatch.wire import readings_topic
 
@@ -77,19 +73,6 @@ MALFORMED: list[tuple[str, bytes]] = [
     ),
     (readings_topic("jkt-kalibaru-bin1"), b'{"v":1,"device":"jkt-kalibaru-bin1","seq":5,"sent":1,"readings":[NaN]}'),
 ]
-
-
-@pytest.fixture(scope="module")
-def fault_free_manifest() -> Manifest:
-    """The default manifest with random sensor faults switched off, so every sampled value is a valid reading."""
-    raw: dict[str, Any] = yaml.safe_load(DEFAULT.read_text())
-    raw = copy.deepcopy(raw)
-    for city in raw["cities"]:
-        for site in city["sites"]:
-            simulation = dict(site.get("simulation", {}))
-            simulation["fault_rate_per_week"] = 0.0
-            site["simulation"] = simulation
-    return parse_manifest(raw, "default.yaml without random faults")
 
 
 def _publish_malformed(host: str, port: int, started: threading.Event) -> None:
