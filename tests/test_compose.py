@@ -19,12 +19,16 @@ import paho.mqtt.client as mqtt
 import pytest
 import yaml
 from paho.mqtt.enums import CallbackAPIVersion
+from pydantic import SecretStr
 
+from edge.fleet import simulated_agent
+from edge.settings import EdgeSettings
+from firmware_sim.fleet import SimulatedFleet
 from pilotwatch.cli import build_parser
 from pilotwatch.deploy_cli import INGEST_USER, mosquitto_hash, write_mqtt_credentials
 from pilotwatch.manifest import Manifest
 from pilotwatch.stack import find_binary, free_port
-from pilotwatch.wire import ack_topic, readings_topic, status_topic
+from pilotwatch.wire import ack_topic, decode_readings, readings_topic, status_topic
 
 REPO = Path(__file__).resolve().parents[1]
 COMPOSE = REPO / "docker-compose.yml"
@@ -358,3 +362,44 @@ def test_credentials_are_kept_across_runs_and_follow_the_manifest(tmp_path: Path
     for _, _, device in manifest.iter_devices():
         assert f"user {device.id}\ntopic write {readings_topic(device.id)}\n" in acl
     assert "pattern" not in acl
+
+
+def test_the_edge_agent_publishes_over_tls_with_its_own_credentials(
+    broker: tuple[Broker, dict[str, str]], tls_files: Path, manifest: Manifest, tmp_path: Path
+) -> None:
+    """The real agent, configured as on a Pi (TLS, per-device password), against the deployment's broker."""
+    server, passwords = broker
+    device = "bkk-pratunam-wq1"
+    ingest = Client(INGEST_USER, passwords[INGEST_USER], server.plain_port)
+    settings = EdgeSettings(
+        device=device,
+        mqtt_port=server.tls_port,
+        password=SecretStr(passwords[device]),
+        tls_ca=tls_files / "ca.crt",
+        buffer_dir=tmp_path / "edge",
+        linger_s=0.0,
+        status_interval_s=0.2,
+    )
+    day = 86_400_000
+    start = int(time.time() * 1000) // day * day - 2 * day
+    agent = simulated_agent(settings, SimulatedFleet(manifest, 3).device(device), start)
+    try:
+        assert ingest.subscribe("$share/ingest/pilotwatch/v1/devices/+/readings") == [1]
+        assert ingest.subscribe(status_topic(device)) == [1]
+        agent.start()
+        agent.sample(until_ms=start + 3_600_000)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and not any(t == readings_topic(device) for t, _ in ingest.messages):
+            agent.pump()
+            time.sleep(0.05)
+        readings = [decode_readings(t, p) for t, p in list(ingest.messages) if t == readings_topic(device)]
+        assert readings, "no readings arrived over TLS"
+        assert all(r.message.device == device and not r.rejected for r in readings)
+        assert any(t == status_topic(device) for t, _ in ingest.messages), "no retained status arrived"
+    finally:
+        agent.stop()
+        agent.sampler.close()
+        agent.buffer.close()
+        ingest.close()
+    # With the wrong password the same agent is refused by the broker, not silently accepted.
+    assert connack(device, "wrong-password", server.tls_port, tls_files / "ca.crt").is_failure
