@@ -46,14 +46,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             config = stack.config
             ingest = IngestService(
-                IngestSettings(
-                    mqtt_host=config.host,
-                    mqtt_port=config.mqtt_port,
-                    influx_url=config.influx_url,
-                    database=config.database,
-                    state_dir=root / "ingest",
-                    client_id="bench-ingest",
-                ),
+                IngestSettings.for_local_stack(config, root / "ingest", "bench-ingest"),
                 manifest,
             )
             ingest.start()

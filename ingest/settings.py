@@ -6,12 +6,13 @@ from __future__ import annotations
 import enum
 import re
 from pathlib import Path
-from typing import Self
+from typing import Any, Self
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ingest.writers import V1Writer, V2Writer, Writer
+from pilotwatch.stack import StackConfig
 
 _GROUP_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 # MQTT packet ids are 16 bit; holding more unacknowledged messages than this cannot be tracked by anyone.
@@ -91,6 +92,21 @@ class IngestSettings(BaseSettings):
         if self.retry_max_s < self.retry_initial_s:
             raise ValueError(f"retry_max_s {self.retry_max_s} must be >= retry_initial_s {self.retry_initial_s}")
         return self
+
+    @classmethod
+    def for_local_stack(
+        cls, stack: StackConfig, state_dir: Path, client_id: str, *, database: str | None = None, **extra: Any
+    ) -> IngestSettings:
+        """Settings for an ingest on a :class:`~pilotwatch.stack.LocalStack` (demo, benchmarks, tests)."""
+        return cls(
+            mqtt_host=stack.host,
+            mqtt_port=stack.mqtt_port,
+            influx_url=stack.influx_url,
+            database=database or stack.database,
+            state_dir=state_dir,
+            client_id=client_id,
+            **extra,
+        )
 
     @property
     def subscription(self) -> str:

@@ -121,15 +121,7 @@ def run(args: argparse.Namespace) -> int:
     console.print(f"[green]stack[/] MQTT {config.mqtt_url} · InfluxDB {config.influx_url} · data in {config.root}")
 
     ingest = IngestService(
-        IngestSettings(
-            mqtt_host=config.host,
-            mqtt_port=config.mqtt_port,
-            influx_url=config.influx_url,
-            database=config.database,
-            state_dir=home / "ingest",
-            client_id="pilotwatch-demo-ingest",
-            manifest=settings.manifest,
-        ),
+        IngestSettings.for_local_stack(config, home / "ingest", "pilotwatch-demo-ingest", manifest=settings.manifest),
         manifest,
     )
     ingest.start()

@@ -92,14 +92,7 @@ def test_every_sampled_reading_lands_with_value_unit_tags_and_time(
 ) -> None:
     config = stack.config
     ingest = IngestService(
-        IngestSettings(
-            mqtt_host=config.host,
-            mqtt_port=config.mqtt_port,
-            influx_url=config.influx_url,
-            database=influx.database,
-            state_dir=tmp_path / "ingest",
-            client_id="e2e-ingest",
-        ),
+        IngestSettings.for_local_stack(config, tmp_path / "ingest", "e2e-ingest", database=influx.database),
         fault_free_manifest,
     )
     ingest.start()
