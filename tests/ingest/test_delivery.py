@@ -1,12 +1,14 @@
-"""Delivery you can prove, against real Mosquitto and real InfluxDB: kill -9 of ingest, InfluxDB down for two
-minutes, more than 65,535 messages queued at the broker while ingest is away, a slow ingest behind a broker with
-Mosquitto's default queue limit, and a backlog of more than 100,000 readings replayed by the project's edge agent.
+"""Delivery you can prove, against real Mosquitto and real InfluxDB.
+
+With the project's edge agents (a simulated fleet of 15 devices, one reading per message): a burst into a slow
+ingest behind Mosquitto's default queue bound, ingest stopped while the fleet publishes more than 70,000
+messages (with the shipped queue bound, and with none), and one agent's backlog of more than 100,000 readings
+replayed.
+With :class:`tests.ingest.helpers.EdgeLike` (a publisher that keeps and re-sends like the edge, for a single
+device's 150,000 readings): kill -9 of ingest under load and InfluxDB down for two minutes.
 
 In each, what lands in InfluxDB is compared value for value with what was sampled, and the gap ledger must show
-nothing missing. The publisher in most scenarios is :class:`tests.ingest.helpers.EdgeLike` (keeps every message
-until ingest's end-to-end ack covers it, re-sends the rest): the project's edge agent bounds its unacknowledged
-messages at 5,000 per device, so one device can never put 70,000 messages in a broker queue; the fleet-sized
-bursts are made with the test publisher, the long backlog replay with the real edge agent.
+nothing missing.
 """
 
 from __future__ import annotations
@@ -14,12 +16,11 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
@@ -27,15 +28,23 @@ import pytest
 from edge.fleet import drive, simulated_agent
 from edge.settings import EdgeSettings
 from firmware_sim.fleet import SimulatedFleet
-from ingest.ledger import read_ledger
+from ingest.ledger import DeviceLedger, read_ledger
 from ingest.service import IngestService
 from ingest.settings import IngestSettings
 from ingest.writers import Writer, WriteResult
 from pilotwatch.influx import InfluxV1
 from pilotwatch.manifest import Manifest
-from pilotwatch.stack import LocalStack, find_binary, free_port
+from pilotwatch.stack import LocalStack
 from pilotwatch.wire import ReadingsMessage
-from tests.ingest.conftest import clear_retained_status, forget_session
+from tests.ingest.conftest import clear_retained_status
+from tests.ingest.fleet import (
+    DEBIAN_DEFAULT_BROKER_CONF,
+    EdgeFleet,
+    every_minute_manifest,
+    mosquitto,
+    sampled_fleet,
+    shipped_broker_conf,
+)
 from tests.ingest.helpers import DEVICE, EdgeLike, expected, make_message, readings_in_db, recent_t0, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
@@ -190,39 +199,6 @@ def test_influxdb_down_for_two_minutes_under_load_loses_nothing(
     _assert_ledger_complete(settings.state_dir, len(sent))
 
 
-def test_more_than_65535_messages_queued_while_ingest_is_away(
-    private_stack: LocalStack, manifest: Manifest, tmp_path: Path
-) -> None:
-    settings = _settings(private_stack, tmp_path / "ingest")
-    first = IngestService(settings, manifest)
-    first.start()
-    first.wait_connected()
-    first.stop()  # the session stays at the broker and queues everything for ingest while it is away
-    influx = InfluxV1(private_stack.config.influx_url, private_stack.config.database)
-    messages = [make_message(manifest, seq, 1, recent_t0(30)) for seq in range(72_000)]
-    edge = EdgeLike(private_stack.config.host, private_stack.config.mqtt_port, resend_after_s=6.0, chunk=5_000)
-    for m in messages:
-        edge.add(m)
-    edge.connect()
-    service = IngestService(settings, manifest)
-    try:
-        edge.send_new()  # every publish gets its PUBACK from the broker ...
-        assert edge.published == 72_000
-        service.start()
-        service.wait_connected()
-        edge.run_until_acked(150)
-        # ... yet the broker did not deliver them all: the queue limit (and past 65,535 the 16-bit ids) cost some,
-        # which only the end-to-end acks brought back through re-sends.
-        assert edge.resent > 0
-        assert service.stats.messages < 72_000 + edge.resent
-        assert readings_in_db(influx) == expected(messages)
-    finally:
-        edge.close()
-        service.stop()
-        influx.close()
-    _assert_ledger_complete(settings.state_dir, 72_000)
-
-
 class _SlowWriter:
     """The real v1 writer, slowed down: ingest as it is when InfluxDB is overloaded."""
 
@@ -239,55 +215,98 @@ class _SlowWriter:
         self.inner.close()
 
 
-@pytest.fixture
-def default_broker(tmp_path: Path) -> Iterator[int]:
-    """Mosquitto as Debian ships it: max_queued_messages 1000 (the setting that lost 66 %)."""
-    port = free_port()
-    conf = tmp_path / "default-mosquitto.conf"
-    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\n")
-    log = (tmp_path / "mosquitto.out").open("wb")
-    proc = subprocess.Popen([find_binary("mosquitto"), "-c", str(conf)], stdout=log, stderr=subprocess.STDOUT)
-    log.close()
-    try:
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-                break
-            except OSError:
-                time.sleep(0.05)
-        yield port
-    finally:
-        proc.terminate()
-        proc.wait(10)
+def _assert_fleet_delivered(fleet: EdgeFleet, influx: InfluxV1, state_dir: Path) -> list[DeviceLedger]:
+    """Every device's readings in InfluxDB value for value, each once, and a ledger with nothing missing."""
+    for device, sampled in fleet.sampled.items():
+        assert readings_in_db(influx, device) == sampled, device
+    assert influx.count() == fleet.readings
+    ledgers = {entry.device: entry for entry in read_ledger(state_dir)}
+    assert set(ledgers) == set(fleet.sampled)
+    for device, sampled in fleet.sampled.items():
+        entry = ledgers[device]
+        # one reading per message: a device's messages are seq 0 .. readings - 1
+        assert (entry.stored, entry.stored_through, entry.missing) == (len(sampled), len(sampled) - 1, 0), entry
+    return list(ledgers.values())
 
 
-def test_burst_while_ingest_is_slow_behind_a_default_broker(
-    default_broker: int, stack: LocalStack, influx: InfluxV1, manifest: Manifest, tmp_path: Path
+@pytest.mark.parametrize(
+    "queue_bound", [pytest.param(60_000, id="shipped-broker"), pytest.param(0, id="unbounded-broker-queue")]
+)
+def test_ingest_stopped_while_the_fleet_produces_more_than_70000_messages(
+    queue_bound: int, stack: LocalStack, influx: InfluxV1, tmp_path: Path
 ) -> None:
-    settings = _settings(
-        stack, tmp_path / "ingest", mqtt_port=default_broker, database=influx.database, batch_readings=500
-    )
-    service = IngestService(settings, manifest, writer_factory=lambda s: _SlowWriter(s.make_writer(), 0.05))
-    service.start()
-    service.wait_connected()
-    messages = [make_message(manifest, seq, 5, recent_t0()) for seq in range(6_000)]
-    edge = EdgeLike("127.0.0.1", default_broker, resend_after_s=3.0, chunk=1_000, window=1_000)
-    for m in messages:
-        edge.add(m)
-    edge.connect()
-    try:
-        edge.send_new()  # a burst far faster than ingest writes: the broker queue (1000) overflows
-        edge.run_until_acked(120)
-        assert edge.resent > 0, "the default broker should have dropped part of the burst"
-        assert readings_in_db(influx) == expected(messages)
-    finally:
-        edge.close()
-        service.stop()
-        forget_session("127.0.0.1", default_broker, settings.client_id)
-    _assert_ledger_complete(settings.state_dir, 6_000)
-    (ledger,) = read_ledger(settings.state_dir)
-    assert ledger.recovered > 0  # gaps the broker left in the middle closed when the re-sends arrived
+    """15 real edge agents, one reading per message, publish about 75,000 messages while ingest's session is away;
+    every one is PUBACKed by the broker.
+
+    - Shipped broker: the queue bound (60,000) drops what does not fit, after the PUBACK.
+    - No queue bound: more than 65,535 messages wait for one subscriber, the count past which Mosquitto's 16-bit
+      message ids wrap. Debian's 2.0.11 delivered all of them here, so this case asserts only the outcome.
+
+    In each, the edge keeps every reading until ingest's end-to-end ack covers it and re-sends what is missing.
+    """
+    manifest = every_minute_manifest()
+    with mosquitto(tmp_path, shipped_broker_conf(queue_bound)) as broker:
+        settings = _settings(stack, tmp_path / "ingest", mqtt_port=broker.port, database=influx.database)
+        first = IngestService(settings, manifest)
+        first.start()
+        first.wait_connected()
+        first.stop()  # its session stays at the broker, which queues everything for ingest while it is away
+        fleet = sampled_fleet(
+            manifest,
+            broker.port,
+            tmp_path / "edge",
+            readings_per_device=5_200,
+            max_unacked_messages=5_000,
+            max_inflight=1_000,
+            ack_timeout_s=20.0,
+            resend_chunk=1_000,
+            status_interval_s=5.0,
+        )
+        service = IngestService(settings, manifest)
+        try:
+            assert fleet.readings > 70_000
+            fleet.start()
+            backlog_window = sum(a.settings.max_unacked_messages - a.settings.live_reserve for a in fleet.agents)
+            fleet.pump_until(lambda: fleet.pubacks() >= backlog_window, 120, "the broker to PUBACK every publish")
+            assert fleet.first_sends() == backlog_window > 70_000  # every one PUBACKed by the broker ...
+            service.start()
+            service.wait_connected()
+            fleet.pump_until(lambda: fleet.held() == 0, 240, "every reading to be acknowledged end to end")
+            if queue_bound:
+                # ... yet the broker did not deliver them all; the end-to-end acks brought the rest back.
+                assert "Outgoing messages are being dropped" in broker.log.read_text()
+                assert fleet.resent() > 0
+                assert service.stats.messages < fleet.published()
+        finally:
+            fleet.close()
+            service.stop()
+        _assert_fleet_delivered(fleet, influx, settings.state_dir)
+
+
+def test_fleet_burst_while_ingest_is_slow_behind_a_default_broker(
+    stack: LocalStack, influx: InfluxV1, tmp_path: Path
+) -> None:
+    """15 real edge agents replay a backlog at once into an ingest whose database is slow, behind Mosquitto's
+    default queue bound (1,000): the broker drops part of the burst after PUBACKing it, re-sends recover it."""
+    manifest = every_minute_manifest()
+    with mosquitto(tmp_path, DEBIAN_DEFAULT_BROKER_CONF) as broker:
+        settings = _settings(
+            stack, tmp_path / "ingest", mqtt_port=broker.port, database=influx.database, batch_readings=100
+        )
+        service = IngestService(settings, manifest, writer_factory=lambda s: _SlowWriter(s.make_writer(), 0.05))
+        service.start()
+        service.wait_connected()
+        fleet = sampled_fleet(manifest, broker.port, tmp_path / "edge", readings_per_device=1_000, ack_timeout_s=3.0)
+        try:
+            fleet.start()
+            fleet.pump_until(lambda: fleet.held() == 0, 240, "every reading to be acknowledged end to end")
+            assert fleet.resent() > 0, "the default broker should have dropped part of the burst"
+            assert service.stats.messages < fleet.published()
+        finally:
+            fleet.close()
+            service.stop()
+        ledgers = _assert_fleet_delivered(fleet, influx, settings.state_dir)
+        assert sum(entry.recovered for entry in ledgers) > 0  # gaps closed by the re-sends
 
 
 def test_edge_backlog_of_more_than_100000_readings_replays_completely(
