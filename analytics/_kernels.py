@@ -23,6 +23,7 @@ UNKNOWN = np.uint8(2)
 SUSPECT = np.uint8(3)
 FAIL = np.uint8(4)
 MISSING = np.uint8(9)
+UNSURE = np.uint8(0x80)  # added to a flag by a fast kernel that leaves the exact decision to a slower one
 
 NS_PER_S = 1_000_000_000
 NS_PER_DAY = 86_400 * NS_PER_S
@@ -46,20 +47,67 @@ PERIOD_CODES = {
 NAT = np.iinfo(np.int64).min
 
 
+# Whole-array checks run in blocks without an early exit inside a block, so LLVM vectorises the block; an exit
+# per element kept the loop scalar (3.4 ns a point against 0.6 here). Long arrays are checked on every core: the
+# thread start costs a few microseconds, which only pays from about a million points.
+CHECK_BLOCK = 4096
+PARALLEL_CHECK_MIN = 1 << 20
+
+
 @kernel
 def _has_nat(times: np.ndarray) -> bool:
-    for t in times:  # noqa: SIM110  # an explicit loop compiles to a tight kernel
-        if t == NAT:
+    n = times.shape[0]
+    for lo in range(0, n, CHECK_BLOCK):
+        found = 0
+        for i in range(lo, min(lo + CHECK_BLOCK, n)):
+            found += times[i] == NAT
+        if found:
             return True
     return False
 
 
+@parallel_kernel
+def _has_nat_parallel(times: np.ndarray) -> bool:
+    n = times.shape[0]
+    found = 0
+    for b in prange((n + CHECK_BLOCK - 1) // CHECK_BLOCK):
+        hits = 0
+        for i in range(b * CHECK_BLOCK, min((b + 1) * CHECK_BLOCK, n)):
+            hits += times[i] == NAT
+        found += hits
+    return found > 0
+
+
 @kernel
 def _is_sorted(times: np.ndarray) -> bool:
-    for i in range(1, times.shape[0]):  # noqa: SIM110  # an explicit loop compiles to a tight kernel
-        if times[i] < times[i - 1]:
+    n = times.shape[0]
+    for lo in range(1, n, CHECK_BLOCK):
+        descents = 0
+        for i in range(lo, min(lo + CHECK_BLOCK, n)):
+            descents += times[i] < times[i - 1]
+        if descents:
             return False
     return True
+
+
+@parallel_kernel
+def _is_sorted_parallel(times: np.ndarray) -> bool:
+    n = times.shape[0]
+    descents = 0
+    for b in prange((n + CHECK_BLOCK - 1) // CHECK_BLOCK):
+        found = 0
+        for i in range(max(b * CHECK_BLOCK, 1), min((b + 1) * CHECK_BLOCK, n)):
+            found += times[i] < times[i - 1]
+        descents += found
+    return descents == 0
+
+
+def has_nat(times: np.ndarray) -> bool:
+    return bool((_has_nat_parallel if times.shape[0] >= PARALLEL_CHECK_MIN else _has_nat)(times))
+
+
+def is_sorted(times: np.ndarray) -> bool:
+    return bool((_is_sorted_parallel if times.shape[0] >= PARALLEL_CHECK_MIN else _is_sorted)(times))
 
 
 # --------------------------------------------------------------------------------------------- gross range
@@ -450,6 +498,105 @@ def _rolling_spread(
             out[i] = np.sqrt(var) if var > 0 else 0.0
         else:
             out[i] = np.nan
+
+
+@parallel_kernel
+def _rolling_std_flags(
+    values: np.ndarray,
+    times: np.ndarray,
+    period_ns: int,
+    min_periods: int,
+    suspect_sq: float,
+    fail_sq: float,
+    rel_band: float,
+    starts: np.ndarray,
+    out: np.ndarray,
+) -> int:
+    """Attenuated-signal flags from the population variance of the finite values in (t_i - period, t_i], each
+    chunk ``starts[c]:starts[c + 1]`` on its own core. Returns how many points were marked unsure (``UNSURE``
+    added to their flag): those whose variance lies within ``rel_band`` times the largest squared deviation seen
+    in the chunk, over the window's count, of a squared threshold: there the last bits of pandas' own sequence
+    could decide the flag.
+
+    The variance comes from running sums of values shifted by a recent window mean, recomputed from scratch
+    whenever the window empties and every few windows, so its rounding stays near the data's own spread. The
+    largest squared deviation bounds what one step of either this or pandas' sequence can round away.
+    Indices are unsigned so the hot loop carries no negative-index wraparound (35 against 41 ns per 10 points).
+    """
+    nchunks = starts.shape[0] - 1
+    unsure = np.zeros(nchunks, dtype=np.int64)
+    one = np.uint64(1)
+    refresh_min = np.uint64(1024)
+    for c in prange(nchunks):
+        i = np.uint64(starts[c])
+        stop = np.uint64(starts[c + 1])
+        j = np.uint64(np.searchsorted(times, times[i] - period_ns, side="right"))
+        shift = 0.0
+        s1 = 0.0
+        s2 = 0.0
+        cnt = 0
+        refresh_at = i
+        marked = 0
+        widest = 0.0
+        while i < stop:
+            t_lo = times[i] - period_ns
+            if i == refresh_at:
+                while times[j] <= t_lo:
+                    j += one
+                total = 0.0
+                cnt = 0
+                for r in range(j, i + one):
+                    if np.isfinite(values[r]):
+                        total += values[r]
+                        cnt += 1
+                shift = total / cnt if cnt > 0 else 0.0
+                s1 = 0.0
+                s2 = 0.0
+                for r in range(j, i + one):
+                    if np.isfinite(values[r]):
+                        d = values[r] - shift
+                        s1 += d
+                        s2 += d * d
+                        widest = max(widest, abs(d))
+                refresh_at = i + max(refresh_min, np.uint64(4) * (i - j + one))
+            else:
+                x = values[i]
+                if np.isfinite(x):
+                    d = x - shift
+                    s1 += d
+                    s2 += d * d
+                    cnt += 1
+                    widest = max(widest, abs(d))
+                while times[j] <= t_lo:
+                    y = values[j]
+                    if np.isfinite(y):
+                        e = y - shift
+                        s1 -= e
+                        s2 -= e * e
+                        cnt -= 1
+                    j += one
+                if cnt == 0:
+                    s1 = 0.0
+                    s2 = 0.0
+            if not np.isfinite(values[i]):
+                out[i] = MISSING
+            elif cnt < min_periods:
+                out[i] = UNKNOWN
+            else:
+                inv = 1.0 / cnt
+                var = (s2 - s1 * s1 * inv) * inv if cnt > 1 else 0.0
+                band = rel_band * widest * widest * inv
+                if var > suspect_sq + band:
+                    out[i] = GOOD
+                else:
+                    flag = FAIL if var < fail_sq else (SUSPECT if var < suspect_sq else GOOD)
+                    if abs(var - fail_sq) <= band or suspect_sq - band <= var:
+                        flag |= UNSURE
+                        marked += 1
+                    out[i] = flag
+            i += one
+        unsure[c] = marked
+    return int(unsure.sum())
 
 
 @kernel

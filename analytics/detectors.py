@@ -98,7 +98,7 @@ class Detector(ABC):
         """Score then learn each value in order; identical to ``score_one`` + ``learn_one`` per value."""
         vals = as_values(values)
         ts = self._times(times, vals.shape[0])
-        if not k._is_sorted(ts):
+        if not k.is_sorted(ts):
             raise ValueError("times must be sorted for a streaming detector")
         out = np.zeros(vals.shape[0])
         self._run(vals, ts, out, k.SCORE_AND_LEARN)

@@ -92,7 +92,7 @@ def as_times(times: Any, n: int, name: str = "times") -> npt.NDArray[np.int64]:
     else:
         raise ValueError(f"{name} must be datetimes or epoch seconds, got dtype {arr.dtype}")
     ns = np.ascontiguousarray(ns, dtype=np.int64)
-    if ns.shape[0] and k._has_nat(ns):
+    if ns.shape[0] and k.has_nat(ns):
         raise ValueError(f"{name} contains NaT; drop those rows first")
     return ns
 
@@ -127,7 +127,7 @@ def _in_time_order(
     run: Callable[[npt.NDArray[np.float64], npt.NDArray[np.int64]], FlagArray],
 ) -> FlagArray:
     """Run ``run`` on the series sorted by time (stable) and return flags in the caller's order."""
-    if k._is_sorted(times):
+    if k.is_sorted(times):
         return run(values, times)
     order = np.argsort(times, kind="stable")
     flags_sorted = run(np.ascontiguousarray(values[order]), np.ascontiguousarray(times[order]))
@@ -393,6 +393,8 @@ def attenuated_signal_test(
             elif min_p is not None:
                 step = median_step_seconds(t)
                 minp = int(min_p / step) if step > 0 else 1
+            if not use_range:
+                return _rolling_std_flags(v, t, period_ns=period_ns, minp=minp, suspect=sus or 0.0, fail=fail or 0.0)
             check = np.empty(n)
             k._rolling_spread(v, t, period_ns, minp, use_range, check)
         out = np.empty(n, dtype=np.uint8)
@@ -400,6 +402,67 @@ def attenuated_signal_test(
         return out
 
     return _in_time_order(vals, ts, run)
+
+
+# Points per chunk below which splitting the rolling variance across cores costs more than it saves.
+_MIN_CHUNK = 32_768
+_MAX_CHUNKS = 8
+
+
+def _rolling_std_flags(
+    v: npt.NDArray[np.float64], t: npt.NDArray[np.int64], *, period_ns: int, minp: int, suspect: float, fail: float
+) -> FlagArray:
+    """Attenuated-signal flags from a rolling std, equal to ioos_qc's (pandas' rolling std) flag for flag.
+
+    pandas' rolling std is one sequential pass whose last bits depend on the whole history since the window last
+    emptied; recomputing it that way is latency-bound. So the flags come from a parallel shifted-sum variance,
+    and only where that lies within a rounding margin of a threshold (quantised data make exact ties, e.g. pH in
+    steps of 0.01) do pandas' own last bits decide: those points alone get pandas' sequence, replayed from the
+    last point where the window was empty.
+    """
+    n = v.shape[0]
+    chunks = max(1, min(n // _MIN_CHUNK, _MAX_CHUNKS))
+    starts = np.linspace(0, n, chunks + 1).astype(np.int64)
+    # Each step of either sequence rounds away a few ulps of the largest squared deviation; 16 sqrt(n) covers
+    # the random walk of those errors over the series with room to spare.
+    rel_band = 16.0 * np.sqrt(n) * np.finfo(np.float64).eps
+    out = np.empty(n, dtype=np.uint8)
+    unsure = k._rolling_std_flags(v, t, period_ns, max(minp, 1), _square(suspect), _square(fail), rel_band, starts, out)
+    if unsure:
+        points = np.flatnonzero(out & k.UNSURE)
+        out[points] &= ~k.UNSURE
+        _replay_rolling_std(v, t, points, out, period_ns=period_ns, minp=minp, suspect=suspect, fail=fail)
+    return out
+
+
+def _square(threshold: float) -> float:
+    """std < threshold as variance < threshold²; a threshold <= 0 can never be undercut."""
+    return threshold * threshold if threshold > 0 else -np.inf
+
+
+def _replay_rolling_std(
+    v: npt.NDArray[np.float64],
+    t: npt.NDArray[np.int64],
+    points: npt.NDArray[np.int64],
+    out: FlagArray,
+    *,
+    period_ns: int,
+    minp: int,
+    suspect: float,
+    fail: float,
+) -> None:
+    """Re-flag ``points`` with pandas' exact rolling std, replaying each from the last reset before it: a point
+    whose window holds only itself (the previous point is a whole period older), where pandas starts afresh."""
+    resets = np.concatenate(([0], np.flatnonzero(np.diff(t) >= period_ns) + 1))
+    segment = resets[np.searchsorted(resets, points, side="right") - 1]
+    for start in np.unique(segment):
+        mine = points[segment == start]
+        stop = int(mine[-1]) + 1
+        check = np.empty(stop - start)
+        k._rolling_spread(v[start:stop], t[start:stop], period_ns, minp, False, check)
+        flags = np.empty(stop - start, dtype=np.uint8)
+        k._attenuated_flags(v[start:stop], check, suspect, fail, flags)
+        out[mine] = flags[mine - start]
 
 
 def neighbor_test(

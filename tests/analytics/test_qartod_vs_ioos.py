@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from analytics import _kernels as k
 from analytics import qartod
 from tests.analytics import naive
 
@@ -242,6 +243,75 @@ def test_time_gaps_regular_steps() -> None:
     )
     fl = qartod.flat_line_test(x, t, suspect_threshold=600, fail_threshold=1200, tolerance=0.5)
     assert fl.tolist() == naive.flat_line(x.tolist(), _ns(t), 600, 1200, 0.5)
+
+
+def _replays(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Record how many points each exact replay of pandas' rolling std re-flags."""
+    calls: list[int] = []
+    replay = qartod._replay_rolling_std
+
+    def spy(v: np.ndarray, t: np.ndarray, points: np.ndarray, out: np.ndarray, **kw: object) -> None:
+        calls.append(points.size)
+        replay(v, t, points, out, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(qartod, "_replay_rolling_std", spy)
+    return calls
+
+
+def test_attenuated_std_across_cores_equals_ioos_on_a_long_irregular_series(monkeypatch: pytest.MonkeyPatch) -> None:
+    """200,000 points (several parallel chunks) with missing values, irregular steps, gaps longer than the
+    window (where pandas starts afresh) and spikes: flag for flag with ioos_qc, without any exact replay."""
+    rng = np.random.default_rng(SEED + 11)
+    n = 200_000
+    x = random_series(n, SEED + 11, nan_share=0.02)
+    steps = rng.choice([30, 60, 60, 60, 90], n).astype("timedelta64[s]")
+    steps[rng.integers(0, n, 40)] = np.timedelta64(3 * 3600, "s")
+    t = np.datetime64("2021-03-01T00:00:00", "ns") + np.cumsum(steps)
+    replays = _replays(monkeypatch)
+    for kw in (
+        {"suspect_threshold": 0.4, "fail_threshold": 0.1, "test_period": 3600},
+        {"suspect_threshold": 2.0, "fail_threshold": 0.8, "test_period": 1800, "min_obs": 10},
+    ):
+        ours = qartod.attenuated_signal_test(x, t, **kw)
+        assert ours.tolist() == _ioos(ioos.attenuated_signal_test, x, t, **kw).tolist()
+        assert set(np.unique(ours)) >= {1, 3, 4, 9}
+    assert replays == []
+
+
+def test_attenuated_std_exact_ties_on_quantised_data_follow_pandas(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Values of 7.0 and 7.1 make every window split evenly between them a std of exactly 0.05, the suspect
+    threshold: pandas' last bits decide those flags, so they are replayed exactly, and all flags equal ioos_qc's.
+    """
+    rng = np.random.default_rng(SEED + 12)
+    n = 120_000
+    x = np.where(rng.random(n) < 0.5, 7.0, 7.1)
+    x[rng.random(n) < 0.01] = np.nan
+    t = _times(n)
+    replays = _replays(monkeypatch)
+    kw = {"suspect_threshold": 0.05, "fail_threshold": 0.01, "test_period": 3600}
+    ours = qartod.attenuated_signal_test(x, t, **kw)
+    assert ours.tolist() == _ioos(ioos.attenuated_signal_test, x, t, **kw).tolist()
+    assert sum(replays) > 100  # the ties went to the exact replay
+    assert {1, 3} <= set(np.unique(ours).tolist())
+
+
+@pytest.mark.parametrize("n", [0, 1, 2, 4095, 4096, 4097, 3 * 4096 + 5, (1 << 20) + 3])
+def test_time_checks_serial_and_parallel_agree(n: int) -> None:
+    """Order and NaT checks, serial and across cores, including a fault on each side of a block boundary."""
+    t = np.arange(n, dtype=np.int64) * 60_000_000_000
+    for check in (k._is_sorted, k._is_sorted_parallel, k.is_sorted):
+        assert check(t)
+    for check in (k._has_nat, k._has_nat_parallel, k.has_nat):
+        assert not check(t)
+    for at in sorted({1, 4095, 4096, 4097, n - 1} & set(range(1, n))):
+        bad = t.copy()
+        bad[at] = bad[at - 1] - 1
+        assert not k._is_sorted(bad), at
+        assert not k._is_sorted_parallel(bad), at
+        nat = t.copy()
+        nat[at] = k.NAT
+        assert k._has_nat(nat), at
+        assert k._has_nat_parallel(nat), at
 
 
 def test_empty_series() -> None:
