@@ -36,7 +36,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from analytics.qartod import QartodFlags
+from pilotwatch.schema import QartodFlag
 
 
 class Label(IntEnum):
@@ -49,11 +49,11 @@ class Label(IntEnum):
 LABEL_NAMES = {Label.GOOD: "good", Label.FAULT: "fault", Label.EVENT: "event", Label.MISSING: "missing"}
 
 HARD_FAULTS: dict[str, tuple[int, ...]] = {
-    "gross_range": (QartodFlags.FAIL,),
-    "flat_line": (QartodFlags.SUSPECT, QartodFlags.FAIL),
-    "attenuated_signal": (QartodFlags.SUSPECT, QartodFlags.FAIL),
-    "neighbor": (QartodFlags.FAIL,),
-    "spike": (QartodFlags.FAIL,),
+    "gross_range": (QartodFlag.FAIL,),
+    "flat_line": (QartodFlag.SUSPECT, QartodFlag.FAIL),
+    "attenuated_signal": (QartodFlag.SUSPECT, QartodFlag.FAIL),
+    "neighbor": (QartodFlag.FAIL,),
+    "spike": (QartodFlag.FAIL,),
 }
 """Per QARTOD test, the flags that mean the sensor itself is at fault."""
 
@@ -157,8 +157,8 @@ def label_site(
         if param in ok_of:
             h |= ~ok_of[param]
         hard[param] = h
-        suspicious = anomaly[param] | (agg == QartodFlags.SUSPECT) | (agg == QartodFlags.FAIL)
-        soft[param] = suspicious & ~h & (agg != QartodFlags.MISSING)
+        suspicious = anomaly[param] | (agg == QartodFlag.SUSPECT) | (agg == QartodFlag.FAIL)
+        soft[param] = suspicious & ~h & (agg != QartodFlag.MISSING)
     if signatures is None:
         near = {p: near_in_time(s, times, window_ns) for p, s in soft.items()}
     else:
@@ -193,6 +193,6 @@ def label_site(
         label[soft[param] & ~is_event] = Label.FAULT
         label[soft[param] & is_event] = Label.EVENT
         label[hard[param]] = Label.FAULT
-        label[agg == QartodFlags.MISSING] = Label.MISSING
+        label[agg == QartodFlag.MISSING] = Label.MISSING
         out[param] = label
     return out

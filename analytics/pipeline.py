@@ -23,6 +23,7 @@ from analytics import detectors as det
 from analytics import qartod
 from analytics.config import ParameterQC, QCConfig
 from analytics.labels import LABEL_NAMES, SIGNATURES, Label, label_site
+from pilotwatch.schema import QartodFlag
 
 U8 = npt.NDArray[np.uint8]
 F8 = npt.NDArray[np.float64]
@@ -79,13 +80,13 @@ def evaluate_parameter(
     tests = run_qartod(values, times, cfg, columns)
     flag = qartod.aggregate(tests) if tests else np.where(np.isfinite(values), 2, 9).astype(np.uint8)
     detectors = build_detectors(cfg) if detectors is None else detectors
-    learnable = np.where(flag == qartod.QartodFlags.FAIL, np.nan, values)
+    learnable = np.where(flag == QartodFlag.FAIL, np.nan, values)
     score = np.zeros(values.shape[0])
     for d in detectors.values():
         s = d.alarm_score(learnable, times)
         score = np.fmax(score, np.nan_to_num(s, nan=0.0))
     score[~np.isfinite(values)] = np.nan
-    anomaly = (np.nan_to_num(score) >= 1.0) | (flag == qartod.QartodFlags.SUSPECT) | (flag == qartod.QartodFlags.FAIL)
+    anomaly = (np.nan_to_num(score) >= 1.0) | (flag == QartodFlag.SUSPECT) | (flag == QartodFlag.FAIL)
     return ParameterResult(tests=tests, flag=flag, score=score, anomaly=anomaly)
 
 

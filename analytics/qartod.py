@@ -1,8 +1,8 @@
 """QARTOD quality-control tests: pure functions from a series to a ``uint8`` flag array.
 
 Each test is ``<check>_test(values, times, **params) -> np.ndarray[uint8]`` with the flag values of ioos_qc
-(:class:`QartodFlags`: 1 good, 2 not evaluated, 3 suspect, 4 fail, 9 missing). The keyword parameters have
-ioos_qc's names, so an ioos_qc configuration ports directly, and they *are* the configuration schema
+(:class:`~pilotwatch.schema.QartodFlag`: 1 good, 2 not evaluated, 3 suspect, 4 fail, 9 missing). The keyword
+parameters have ioos_qc's names, so an ioos_qc configuration ports directly, and they *are* the configuration schema
 (:mod:`analytics.config`). Wrappers coerce inputs to contiguous ``float64`` values and ``int64`` epoch
 nanoseconds, validate, and raise :class:`ValueError` naming the bad argument; the work is done by the private
 Numba kernels of :mod:`analytics._kernels`.
@@ -22,7 +22,6 @@ Guarantees:
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from enum import IntEnum
 from typing import Any
 
 import numpy as np
@@ -32,16 +31,6 @@ import pandas as pd
 from analytics import _kernels as k
 
 FlagArray = npt.NDArray[np.uint8]
-
-
-class QartodFlags(IntEnum):
-    """QARTOD primary flags (identical to ``ioos_qc.qartod.QartodFlags``)."""
-
-    GOOD = 1
-    UNKNOWN = 2
-    SUSPECT = 3
-    FAIL = 4
-    MISSING = 9
 
 
 # ------------------------------------------------------------------------------------------------ coercion

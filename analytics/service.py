@@ -53,8 +53,8 @@ from analytics.labels import BASELINE_WINDOW_S, LABEL_NAMES, SIGNATURES, Label, 
 from analytics.pipeline import build_detectors, run_qartod
 from analytics.settings import AnalyticsSettings
 from pilotwatch.manifest import Manifest, Sensor
+from pilotwatch.schema import SERIES_TAGS, Measurement, QartodFlag, line
 
-TAGS = ("city", "site", "device", "sensor", "param")
 SeriesKey = tuple[str, str, str, str, str]
 Samples = tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]
 """Sorted sample times (epoch ms) and their values."""
@@ -173,21 +173,8 @@ class RunReport:
         }
 
 
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace(",", "\\,").replace("=", "\\=").replace(" ", "\\ ")
-
-
 def qc_line(key: SeriesKey, time_ms: int, fields: Mapping[str, int | float | str]) -> str:
-    tags = ",".join(f"{name}={_escape(value)}" for name, value in zip(TAGS, key, strict=True))
-    parts = []
-    for name, value in fields.items():
-        if isinstance(value, str):
-            parts.append(f'{name}="{value}"')
-        elif isinstance(value, int | np.integer):
-            parts.append(f"{name}={int(value)}i")
-        else:
-            parts.append(f"{name}={float(value)!r}")
-    return f"qc,{tags} {','.join(parts)} {time_ms}"
+    return line(Measurement.QC, dict(zip(SERIES_TAGS, key, strict=True)), fields, time_ms)
 
 
 def _align(t: npt.NDArray[np.int64], v: npt.NDArray[np.float64], at: npt.NDArray[np.int64]) -> npt.NDArray[np.float64]:
@@ -269,7 +256,7 @@ class QCService:
     def load_state(self, state: Mapping[str, Any]) -> None:
         for joined, s in state.items():
             parts = tuple(joined.split("|"))
-            if len(parts) != len(TAGS):
+            if len(parts) != len(SERIES_TAGS):
                 raise ValueError(f"checkpoint series {joined!r} is not city|site|device|sensor|param")
             key: SeriesKey = (parts[0], parts[1], parts[2], parts[3], parts[4])
             self._series[key] = _Series(
@@ -287,7 +274,7 @@ class QCService:
         )
         rows: dict[SeriesKey, tuple[list[int], list[float]]] = {}
         for row in self.client.query(q, epoch="ms"):
-            parts = [str(row.get(t, "")) for t in TAGS]
+            parts = [str(row.get(t, "")) for t in SERIES_TAGS]
             key: SeriesKey = (parts[0], parts[1], parts[2], parts[3], parts[4])
             ts, vs = rows.setdefault(key, ([], []))
             v = row["value"]
@@ -370,7 +357,7 @@ class QCService:
                 columns = {sensor: _align(*data[other], t_ms) for sensor, other in by_device[key[:3]].items()}
             tests = run_qartod(values, times_ns, cfg, columns)
             flag = qartod.aggregate(tests) if tests else np.where(np.isfinite(values), 2, 9).astype(np.uint8)
-            learnable = np.where(flag == qartod.QartodFlags.FAIL, np.nan, values)
+            learnable = np.where(flag == QartodFlag.FAIL, np.nan, values)
             new_horizon = max(state.horizon_ms, until_ms - self.late_ms)
             score = np.zeros(values.shape[0])
             for name, committed in state.detectors.items():
@@ -381,9 +368,7 @@ class QCService:
                 committed.score_many(learnable[commit], times_ns[commit])
                 state.detectors[name] = committed
             score[~np.isfinite(values)] = np.nan
-            anomaly = (np.nan_to_num(score) >= 1.0) | np.isin(
-                flag, (qartod.QartodFlags.SUSPECT, qartod.QartodFlags.FAIL)
-            )
+            anomaly = (np.nan_to_num(score) >= 1.0) | np.isin(flag, (QartodFlag.SUSPECT, QartodFlag.FAIL))
             per_site.setdefault((key[0], key[1]), {})[key] = {
                 "t": t_ms,
                 "values": values,
@@ -427,7 +412,7 @@ class QCService:
         for key, ser in series.items():
             pos = np.searchsorted(axis, ser["t"])
             name = "|".join(key)
-            f = np.full(axis.shape[0], qartod.QartodFlags.MISSING, dtype=np.uint8)
+            f = np.full(axis.shape[0], QartodFlag.MISSING, dtype=np.uint8)
             f[pos] = ser["flag"]
             a = np.zeros(axis.shape[0], dtype=bool)
             a[pos] = ser["anomaly"]
@@ -435,7 +420,7 @@ class QCService:
             v[pos] = ser["values"]
             tt = {}
             for test, flags in ser["tests"].items():
-                col = np.full(axis.shape[0], qartod.QartodFlags.MISSING, dtype=np.uint8)
+                col = np.full(axis.shape[0], QartodFlag.MISSING, dtype=np.uint8)
                 col[pos] = flags
                 tt[test] = col
             aligned_tests[name], aligned_flag[name], aligned_anom[name], aligned_values[name] = tt, f, a, v

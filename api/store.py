@@ -12,21 +12,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from pilotwatch.influx import READING_MEASUREMENT, InfluxV1, quote_ident, quote_literal
-
-QC_MEASUREMENT = "qc"
-STATUS_MEASUREMENT = "device_status"
-STATUS_FIELDS = (
-    "state",
-    "battery_pct",
-    "signal_dbm",
-    "uptime_s",
-    "buffer_depth",
-    "oldest_unsent_ms",
-    "disk_free_mb",
-    "last_seq",
-)
-FLAG_NOT_EVALUATED = 2
+from pilotwatch.influx import InfluxV1, quote_ident, quote_literal
+from pilotwatch.schema import DEVICE_STATUS_FIELDS, Measurement, QartodFlag
 
 Key = tuple[str, str, int]
 """(device, sensor, time in ms): a reading's identity inside one site."""
@@ -100,11 +87,11 @@ class ReadingStore:
         site = eq("site", site_id)
         group = f"GROUP BY {fields('device', 'sensor', 'param')} ORDER BY time DESC LIMIT 1"
         readings = self._query(
-            f"SELECT {fields('value', 'unit', 'flag')} FROM {quote_ident(READING_MEASUREMENT)} "  # noqa: S608
+            f"SELECT {fields('value', 'unit', 'flag')} FROM {quote_ident(Measurement.READING)} "  # noqa: S608
             f"WHERE {site} {group}"
         )
         flags = self._query(
-            f"SELECT {fields('flag')} FROM {quote_ident(QC_MEASUREMENT)} WHERE {site} {group}"  # noqa: S608
+            f"SELECT {fields('flag')} FROM {quote_ident(Measurement.QC)} WHERE {site} {group}"  # noqa: S608
         )
         latest_qc = {(r["device"], r["sensor"], int(r["time"])): _int_or_none(r["flag"]) for r in flags}
         rows = [
@@ -129,7 +116,7 @@ class ReadingStore:
         """Up to ``limit`` points in time order, and whether more exist in the range."""
         where = f"{eq('device', device)} AND {eq('sensor', sensor)} AND {time_range(start_ms, end_ms)}"
         readings = self._query(
-            f"SELECT {fields('value', 'flag')} FROM {quote_ident(READING_MEASUREMENT)} "  # noqa: S608
+            f"SELECT {fields('value', 'flag')} FROM {quote_ident(Measurement.READING)} "  # noqa: S608
             f"WHERE {where} ORDER BY time ASC LIMIT {int(limit) + 1}"
         )
         truncated = len(readings) > limit
@@ -139,7 +126,7 @@ class ReadingStore:
             first, last = int(readings[0]["time"]), int(readings[-1]["time"])
             qc_where = f"{eq('device', device)} AND {eq('sensor', sensor)} AND {time_range(first, last + 1)}"
             for r in self._query(
-                f"SELECT {fields('flag')} FROM {quote_ident(QC_MEASUREMENT)} WHERE {qc_where}"  # noqa: S608
+                f"SELECT {fields('flag')} FROM {quote_ident(Measurement.QC)} WHERE {qc_where}"  # noqa: S608
             ):
                 qc[int(r["time"])] = _int_or_none(r["flag"])
         rows = [
@@ -157,7 +144,7 @@ class ReadingStore:
     # -- device health ---------------------------------------------------------------------------------------
     def device_status(self, device: str) -> dict[str, Any] | None:
         rows = self._query(
-            f"SELECT {fields(*STATUS_FIELDS)} FROM {quote_ident(STATUS_MEASUREMENT)} "  # noqa: S608
+            f"SELECT {fields(*DEVICE_STATUS_FIELDS)} FROM {quote_ident(Measurement.DEVICE_STATUS)} "  # noqa: S608
             f"WHERE {eq('device', device)} ORDER BY time DESC LIMIT 1"
         )
         return rows[0] if rows else None
@@ -165,7 +152,7 @@ class ReadingStore:
     def last_reading_ms(self, device: str) -> int | None:
         # A single selector returns the time of the point it selected: the newest reading of the device.
         rows = self._query(
-            f"SELECT last({quote_ident('seq')}) FROM {quote_ident(READING_MEASUREMENT)} "  # noqa: S608
+            f"SELECT last({quote_ident('seq')}) FROM {quote_ident(Measurement.READING)} "  # noqa: S608
             f"WHERE {eq('device', device)}"
         )
         return int(rows[0]["time"]) if rows else None
@@ -196,7 +183,7 @@ class ReadingStore:
             offset = 0
             while True:
                 page = self._query(
-                    f"SELECT {columns} FROM {quote_ident(READING_MEASUREMENT)} "  # noqa: S608
+                    f"SELECT {columns} FROM {quote_ident(Measurement.READING)} "  # noqa: S608
                     f"WHERE {base} AND {time_range(chunk_start, chunk_end)} "
                     f"ORDER BY time ASC LIMIT {int(page_rows)} OFFSET {int(offset)}"
                 )
@@ -218,7 +205,7 @@ class ReadingStore:
                         value=float(r["value"]),
                         unit=r["unit"],
                         edge_flag=_int_or_none(r.get("flag")),
-                        qc_flag=FLAG_NOT_EVALUATED if qc_flag is None else qc_flag,
+                        qc_flag=int(QartodFlag.UNKNOWN) if qc_flag is None else qc_flag,
                     )
                 if len(page) < page_rows:
                     break
@@ -227,7 +214,7 @@ class ReadingStore:
 
     def _qc_flags(self, base: str, start_ms: int, end_ms: int) -> dict[Key, int | None]:
         rows = self._query(
-            f"SELECT {fields('flag', 'device', 'sensor')} FROM {quote_ident(QC_MEASUREMENT)} "  # noqa: S608
+            f"SELECT {fields('flag', 'device', 'sensor')} FROM {quote_ident(Measurement.QC)} "  # noqa: S608
             f"WHERE {base} AND {time_range(start_ms, end_ms)}"
         )
         return {(r["device"], r["sensor"], int(r["time"])): _int_or_none(r["flag"]) for r in rows}

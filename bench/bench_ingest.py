@@ -42,8 +42,9 @@ from bench.anchors import Rate, influx_raw_write_rate
 from ingest.service import IngestService
 from ingest.settings import IngestSettings
 from ingest.validate import Validator
-from pilotwatch.influx import InfluxV1, StoredReading
+from pilotwatch.influx import InfluxV1
 from pilotwatch.manifest import Manifest, load_manifest
+from pilotwatch.schema import StoredReading
 from pilotwatch.stack import LocalStack, StackConfig
 from pilotwatch.wire import Reading, ReadingsMessage, readings_topic
 

@@ -24,8 +24,9 @@ from edge.fleet import run_fleet
 from ingest.deadletter import DeadLetterStore
 from ingest.service import IngestService
 from ingest.settings import IngestSettings
-from pilotwatch.influx import InfluxV1, line
+from pilotwatch.influx import InfluxV1
 from pilotwatch.manifest import load_manifest
+from pilotwatch.schema import line
 from pilotwatch.stack import LocalStack, StackConfig
 
 

@@ -14,13 +14,13 @@ import re
 from pathlib import Path
 from typing import Any
 
-from pilotwatch.influx import READING_MEASUREMENT, quote_ident, quote_literal
+from pilotwatch.influx import quote_ident, quote_literal
 from pilotwatch.manifest import City, Manifest, Parameter, ParameterLimit, Site
+from pilotwatch.schema import Measurement
 
 DATASOURCE_UID = "pilotwatch-influxdb"
 DATASOURCE_NAME = "pilotwatch InfluxDB"
 DATASOURCE = {"type": "influxdb", "uid": DATASOURCE_UID}
-STATUS_MEASUREMENT = "device_status"
 SCHEMA_VERSION = 39
 FLEET_UID = "pw-fleet"
 UID_MAX = 40  # Grafana refuses longer dashboard and folder uids
@@ -62,7 +62,7 @@ def _target(ref: str, query: str, result_format: str = "time_series", alias: str
 
 def param_query(site_id: str, param: Parameter) -> str:
     return (
-        f"SELECT mean({quote_ident('value')}) FROM {quote_ident(READING_MEASUREMENT)} "
+        f"SELECT mean({quote_ident('value')}) FROM {quote_ident(Measurement.READING)} "
         f"WHERE {_eq('site', site_id)} AND {_eq('param', param.value)} AND $timeFilter "
         f"GROUP BY time($__interval), {quote_ident('device')}, {quote_ident('sensor')} fill(none)"
     )
@@ -162,12 +162,14 @@ def _status_table_targets(where: str) -> list[Json]:
     group = f"GROUP BY {quote_ident('city')}, {quote_ident('site')}, {quote_ident('device')}"
     return [
         _target(
-            "A", f"SELECT {selects} FROM {quote_ident(STATUS_MEASUREMENT)} WHERE {where}$timeFilter {group}", "table"
+            "A",
+            f"SELECT {selects} FROM {quote_ident(Measurement.DEVICE_STATUS)} WHERE {where}$timeFilter {group}",
+            "table",
         ),
         # One selector alone returns the time of the point it picked: the time of the newest reading.
         _target(
             "B",
-            f"SELECT last({quote_ident('seq')}) AS {quote_ident('last seq')} FROM {quote_ident(READING_MEASUREMENT)} "
+            f"SELECT last({quote_ident('seq')}) AS {quote_ident('last seq')} FROM {quote_ident(Measurement.READING)} "
             f"WHERE {where}$timeFilter {group}",
             "table",
         ),
@@ -283,7 +285,7 @@ def fleet_dashboard(manifest: Manifest) -> Json:
             "targets": [
                 _target(
                     "A",
-                    f"SELECT max({quote_ident('buffer_depth')}) FROM {quote_ident(STATUS_MEASUREMENT)} "
+                    f"SELECT max({quote_ident('buffer_depth')}) FROM {quote_ident(Measurement.DEVICE_STATUS)} "
                     f"WHERE $timeFilter GROUP BY time($__interval), {group_device} fill(none)",
                     alias="$tag_device",
                 )
@@ -299,7 +301,7 @@ def fleet_dashboard(manifest: Manifest) -> Json:
             "targets": [
                 _target(
                     "A",
-                    f"SELECT count({quote_ident('value')}) FROM {quote_ident(READING_MEASUREMENT)} "
+                    f"SELECT count({quote_ident('value')}) FROM {quote_ident(Measurement.READING)} "
                     f"WHERE $timeFilter GROUP BY time($__interval), {quote_ident('city')} fill(0)",
                     alias="$tag_city",
                 )

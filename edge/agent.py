@@ -243,9 +243,7 @@ class EdgeAgent:
         self._forget(ack)
 
     def _forget(self, ack: AckMessage) -> None:
-        def covered(seq: int) -> bool:
-            return seq <= ack.stored_through or any(a <= seq <= b for a, b in ack.ranges)
-
+        covered = ack.covers
         for seq in [s for s in self._sent if covered(s)]:
             del self._sent[seq]
             self._attempts.pop(seq, None)

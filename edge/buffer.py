@@ -251,7 +251,7 @@ class SqliteBuffer:
     # -- ack -------------------------------------------------------------------------------------------------
     def ack(self, ack: AckMessage) -> tuple[int, int]:
         """Delete every message the acknowledgement covers; return (messages, readings) deleted."""
-        return self.ack_ranges([(-1, ack.stored_through), *ack.ranges])
+        return self.ack_ranges(ack.covered_ranges())
 
     def ack_ranges(self, ranges: Iterable[tuple[int, int]]) -> tuple[int, int]:
         messages = readings = 0

@@ -16,9 +16,8 @@ from dataclasses import dataclass, field
 from edge.clock import Clock
 from edge.drivers.base import Driver, SensorError
 from pilotwatch.manifest import Device, Sensor
-from pilotwatch.wire import QartodFlag, Reading
-
-FAIL: QartodFlag = 4
+from pilotwatch.schema import QartodFlag
+from pilotwatch.wire import Reading
 
 
 def next_slot(interval_ms: int, after_ms: int) -> int:
@@ -102,7 +101,7 @@ class Sampler:
             low, high = state.sensor.valid_range
             flag = measurement.flag
             if not low <= measurement.value <= high:
-                flag = FAIL
+                flag = QartodFlag.FAIL
             batch.readings.append(
                 Reading(
                     t_ms=stamp,

@@ -13,12 +13,12 @@ import math
 from dataclasses import dataclass
 
 from edge.clock import Clock
-from edge.drivers.base import SUSPECT, Measurement, SensorError
+from edge.drivers.base import Measurement, SensorError
 from firmware_sim.environment import SiteModel
 from firmware_sim.faults import ATTENUATING, OPTICAL, PRECEDENCE, SPIKE_SIZE, Fault, FaultSchedule
 from firmware_sim.noise import normal, stable_key, uniform
 from pilotwatch.manifest import Device, FaultKind, Parameter, Sensor
-from pilotwatch.wire import QartodFlag
+from pilotwatch.schema import QartodFlag
 
 # Sensor noise (1 sigma): absolute, plus a share of the value.
 NOISE: dict[Parameter, tuple[float, float]] = {
@@ -120,10 +120,10 @@ class SensorModel:
             full = float(self.sensor.calibration.get("full_cm", 25.0))
             distance = self._distance(true) + eps * 1.0
             if distance <= self.blind_cm:
-                distance, flag = self.blind_cm, SUSPECT
+                distance, flag = self.blind_cm, QartodFlag.SUSPECT
             value = (empty - distance) / (empty - full) * 100.0
             if value > 100.0:
-                flag = SUSPECT
+                flag = QartodFlag.SUSPECT
         else:
             value = true + eps * (absolute + relative * abs(true))
         return value, flag

@@ -1,13 +1,6 @@
-"""InfluxDB: the schema every writer and reader agrees on, line protocol, and a small v1 HTTP client.
+"""InfluxDB: a small client for the v1 HTTP API and InfluxQL quoting.
 
-Schema (docs/wire-format.md, "Storage"):
-
-- measurement ``reading``; tags ``city, site, device, sensor, param`` (identity only); fields ``value`` (float,
-  always written with a decimal point so the field type can never flip to integer), ``unit`` (string),
-  ``seq`` (integer, the wire sequence number), ``flag`` (integer QARTOD flag from the edge, when it sent one);
-  timestamp = the sample time set at the sensor, millisecond precision.
-- A point's identity is (measurement, tags, time): writing the same reading twice overwrites it, which is what
-  makes at-least-once delivery exactly-once in effect.
+The schema (measurements, tags, field types, line protocol) is :mod:`pilotwatch.schema`.
 
 Queries are InfluxQL on ``/query``, served alike by InfluxDB 1.x, 2.x (v1 compatibility API with a DBRP
 mapping) and 3.x. Writes use ``/write`` (all three) or the v2 API via influxdb-client (see ``ingest.writers``).
@@ -15,80 +8,12 @@ mapping) and 3.x. Writes use ``/write`` (all three) or the v2 API via influxdb-c
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable
 from typing import Any
 
 import httpx
 
-READING_MEASUREMENT = "reading"
-READING_TAGS = ("city", "site", "device", "sensor", "param")
-
-
-def _escape_tag(value: str) -> str:
-    return value.replace("\\", "\\\\").replace(",", "\\,").replace("=", "\\=").replace(" ", "\\ ")
-
-
-def _escape_field_string(value: str) -> str:
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def _field(value: float | int | str | bool) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return f"{value}i"
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            raise ValueError(f"InfluxDB cannot store the non-finite float {value}")
-        return repr(value)
-    return _escape_field_string(value)
-
-
-def line(
-    measurement: str,
-    tags: Mapping[str, str],
-    fields: Mapping[str, float | int | str | bool],
-    time_ms: int,
-) -> str:
-    """One line of line protocol. Tags are sorted (InfluxDB's own order, fastest to index)."""
-    tag_part = "".join(f",{_escape_tag(k)}={_escape_tag(v)}" for k, v in sorted(tags.items()) if v != "")
-    field_part = ",".join(f"{_escape_tag(k)}={_field(v)}" for k, v in fields.items())
-    if not field_part:
-        raise ValueError("a point needs at least one field")
-    return f"{_escape_tag(measurement)}{tag_part} {field_part} {time_ms}"
-
-
-@dataclass(frozen=True, slots=True)
-class StoredReading:
-    city: str
-    site: str
-    device: str
-    sensor: str
-    param: str
-    value: float
-    unit: str
-    t_ms: int
-    seq: int
-    flag: int | None = None
-
-    def to_line(self) -> str:
-        fields: dict[str, float | int | str] = {
-            "value": float(self.value),
-            "unit": self.unit,
-            "seq": self.seq,
-        }
-        if self.flag is not None:
-            fields["flag"] = self.flag
-        tags = {
-            "city": self.city,
-            "site": self.site,
-            "device": self.device,
-            "sensor": self.sensor,
-            "param": self.param,
-        }
-        return line(READING_MEASUREMENT, tags, fields, self.t_ms)
+from pilotwatch.schema import Measurement
 
 
 class InfluxQueryError(RuntimeError):
@@ -181,7 +106,7 @@ class InfluxV1:
                     rows.append(row)
         return rows
 
-    def count(self, measurement: str = READING_MEASUREMENT, field: str = "value", where: str = "") -> int:
+    def count(self, measurement: str = Measurement.READING, field: str = "value", where: str = "") -> int:
         clause = f" WHERE {where}" if where else ""
         # Identifiers are quoted here; `where` is built by callers with quote_literal/quote_ident.
         rows = self.query(f"SELECT count({quote_ident(field)}) FROM {quote_ident(measurement)}{clause}")  # noqa: S608

@@ -28,6 +28,8 @@ from typing import Annotated, Any, Final, Literal
 
 import msgspec
 
+from pilotwatch.schema import QARTOD_FLAG_VALUES, QartodFlag
+
 WIRE_VERSION: Final = 1
 TOPIC_ROOT = "pilotwatch/v1"
 DEVICE_ID_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]{1,47}$")
@@ -134,10 +136,6 @@ def parse_topic(topic: str) -> tuple[str, Channel]:
     return device_id, channel
 
 
-QartodFlag = Literal[1, 2, 3, 4, 9]
-"""QARTOD flag values: 1 good, 2 not evaluated, 3 suspect, 4 fail, 9 missing."""
-
-
 class Reading(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
     """One sample: taken at ``t_ms`` (epoch ms UTC, set at the sensor) by sensor ``sensor`` of the device.
 
@@ -218,7 +216,6 @@ class DecodedReadings:
 _MESSAGE_KEYS = frozenset({"v", "device", "seq", "sent", "readings"})
 _READING_KEYS = frozenset({"t", "sensor", "param", "value", "unit", "flag"})
 _READING_REQUIRED = ("t", "sensor", "param", "value", "unit")
-_QARTOD_FLAGS = frozenset({1, 2, 3, 4, 9})
 
 
 def _refuse_constant(name: str) -> Any:
@@ -296,9 +293,11 @@ def _decode_reading(item: Any) -> Reading:
     if not isinstance(unit, str) or not 0 < len(unit) <= MAX_UNIT_LENGTH:
         raise WireError(Reason.BAD_UNIT, f"unit must be a string of 1..{MAX_UNIT_LENGTH} characters, got {unit!r}")
     flag = item.get("flag")
-    if flag is not None and (not _is_int(flag) or flag not in _QARTOD_FLAGS):
-        raise WireError(Reason.BAD_TYPE, f"flag {flag!r} is not a QARTOD flag {sorted(_QARTOD_FLAGS)}")
-    return Reading(t_ms=t_ms, sensor=sensor, param=param, value=value, unit=unit, flag=flag)
+    if flag is not None and (not _is_int(flag) or flag not in QARTOD_FLAG_VALUES):
+        raise WireError(Reason.BAD_TYPE, f"flag {flag!r} is not a QARTOD flag {sorted(QARTOD_FLAG_VALUES)}")
+    return Reading(
+        t_ms=t_ms, sensor=sensor, param=param, value=value, unit=unit, flag=None if flag is None else QartodFlag(flag)
+    )
 
 
 def decode_readings(topic: str, payload: bytes) -> DecodedReadings:
@@ -473,6 +472,14 @@ class AckMessage:
     stored_through: int
     ranges: tuple[tuple[int, int], ...] = ()
     t_ms: int = 0
+
+    def covered_ranges(self) -> tuple[tuple[int, int], ...]:
+        """Every sequence number this ack covers, as inclusive ``(first, last)`` ranges."""
+        return ((-1, self.stored_through), *self.ranges)
+
+    def covers(self, seq: int) -> bool:
+        """The delivery rule: the edge may forget message ``seq`` once an ack covers it."""
+        return any(first <= seq <= last for first, last in self.covered_ranges())
 
     def encode(self) -> bytes:
         payload = {

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from pilotwatch.influx import InfluxV1, StoredReading
+from pilotwatch.influx import InfluxV1
+from pilotwatch.schema import StoredReading
 from pilotwatch.stack import LocalStack, StackConfig, StackError, find_binary, load_stack
 
 

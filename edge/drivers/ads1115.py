@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import math
 
-from edge.drivers.base import SUSPECT, I2CBus, Measurement, SensorError, Sleep
+from edge.drivers.base import I2CBus, Measurement, SensorError, Sleep
+from pilotwatch.schema import QartodFlag
 
 CONVERSION = 0x00
 CONFIG = 0x01
@@ -94,7 +95,7 @@ def turbidity_sen0189(volts: float, _calibration: dict[str, float]) -> Measureme
         raise SensorError("out_of_range", f"turbidity probe at {volts:.3f} V, below 2.5 V (> 3000 NTU or unplugged)")
     if volts > 4.2:
         # Clearer than the curve covers: report the curve's floor and say the value is doubtful.
-        return Measurement(0.0, SUSPECT)
+        return Measurement(0.0, QartodFlag.SUSPECT)
     return Measurement(max(0.0, -1120.4 * volts**2 + 5742.3 * volts - 4352.9))
 
 

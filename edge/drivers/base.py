@@ -14,9 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-from pilotwatch.wire import QartodFlag
-
-SUSPECT: QartodFlag = 3  # QARTOD flag a driver may attach when the device itself says the value is doubtful
+from pilotwatch.schema import QartodFlag
 
 
 @dataclass(frozen=True, slots=True)

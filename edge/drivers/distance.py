@@ -19,7 +19,8 @@ import contextlib
 import statistics
 from typing import Protocol
 
-from edge.drivers.base import SUSPECT, I2CBus, Measurement, SensorError, SerialPort, Sleep
+from edge.drivers.base import I2CBus, Measurement, SensorError, SerialPort, Sleep
+from pilotwatch.schema import QartodFlag
 
 
 class DistanceSource(Protocol):
@@ -48,14 +49,14 @@ class FillLevel:
         distance = self.source.distance_cm()
         in_blind_zone = distance <= self.source.blind_cm
         if not self.as_fill:
-            return Measurement(round(distance, 1), SUSPECT if in_blind_zone else None)
+            return Measurement(round(distance, 1), QartodFlag.SUSPECT if in_blind_zone else None)
         fill = (self.empty_cm - distance) / (self.empty_cm - self.full_cm) * 100.0
         flag = None
         if in_blind_zone:
             # The waste may be anywhere above the blind limit: the true fill is at least this much.
-            flag = SUSPECT
+            flag = QartodFlag.SUSPECT
         if fill > 100.0 or fill < -5.0:
-            flag = SUSPECT
+            flag = QartodFlag.SUSPECT
         return Measurement(round(min(100.0, max(0.0, fill)), 1), flag)
 
     def close(self) -> None:

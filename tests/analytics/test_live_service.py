@@ -20,8 +20,9 @@ from analytics.service import AnalyticsService, RunReport, check_streamable, eva
 from analytics.settings import AnalyticsSettings
 from firmware_sim.fleet import SimulatedFleet, TruthRow
 from pilotwatch.cli import main as pilotwatch_main
-from pilotwatch.influx import InfluxV1, line
+from pilotwatch.influx import InfluxV1
 from pilotwatch.manifest import Manifest
+from pilotwatch.schema import line
 
 HOUR_MS = 3_600_000
 DAY_MS = 24 * HOUR_MS

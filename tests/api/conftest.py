@@ -13,8 +13,9 @@ from fastapi.testclient import TestClient
 from api.app import create_app
 from api.keys import ApiKeyCreate, KeyStore
 from api.settings import ApiSettings
-from pilotwatch.influx import InfluxV1, StoredReading, line
+from pilotwatch.influx import InfluxV1
 from pilotwatch.manifest import Manifest, Role
+from pilotwatch.schema import StoredReading, line
 from pilotwatch.stack import LocalStack
 
 UTC = dt.UTC

@@ -10,8 +10,9 @@ import pytest
 
 from dashboards.build import FLEET_UID, build_all, city_uid, panel_queries, write_all
 from pilotwatch.cli import main
-from pilotwatch.influx import InfluxV1, StoredReading, line
+from pilotwatch.influx import InfluxV1
 from pilotwatch.manifest import Manifest
+from pilotwatch.schema import StoredReading, line
 
 REPO = Path(__file__).resolve().parents[2]
 COMMITTED = REPO / "deploy" / "grafana" / "dashboards"

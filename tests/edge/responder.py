@@ -18,8 +18,9 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from ingest.ledger import SeqSet
-from pilotwatch.influx import InfluxV1, StoredReading
+from pilotwatch.influx import InfluxV1
 from pilotwatch.manifest import Manifest
+from pilotwatch.schema import StoredReading
 from pilotwatch.wire import (
     READINGS_SUBSCRIPTION,
     STATUS_SUBSCRIPTION,

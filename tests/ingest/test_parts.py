@@ -13,8 +13,8 @@ from ingest.settings import InfluxApi, IngestSettings
 from ingest.spool import Spool, SpoolFullError
 from ingest.validate import Validator
 from ingest.writers import Outcome, classify_status, parse_retry_after
-from pilotwatch.influx import StoredReading
 from pilotwatch.manifest import Manifest
+from pilotwatch.schema import StoredReading
 from pilotwatch.wire import DeviceState, Reading, ReadingsMessage, Reason, StatusMessage, WireError, readings_topic
 from pilotwatch.wire import status_topic as wire_status_topic
 from tests.ingest.helpers import DEVICE, make_message, recent_t0

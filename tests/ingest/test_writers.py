@@ -10,8 +10,9 @@ import pytest
 
 from ingest.service import IngestService
 from ingest.writers import Outcome, V1Writer, V2Writer
-from pilotwatch.influx import InfluxV1, StoredReading
+from pilotwatch.influx import InfluxV1
 from pilotwatch.manifest import Manifest
+from pilotwatch.schema import StoredReading
 from pilotwatch.stack import LocalStack, free_port
 from pilotwatch.wire import readings_topic
 from tests.ingest.helpers import (
