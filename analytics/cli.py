@@ -78,7 +78,7 @@ def _instant(text: str) -> int:
 def service_settings(args: argparse.Namespace) -> Any:
     """Settings from the environment, then the local stack of ``--home``, then the command line."""
     from analytics.settings import AnalyticsSettings  # noqa: PLC0415  # pydantic-settings only for this command
-    from pilotwatch.stack import load_stack  # noqa: PLC0415
+    from pilotwatch.settings import StackConfig  # noqa: PLC0415
 
     common = common_settings(args)
     overrides: dict[str, Any] = {}
@@ -87,7 +87,7 @@ def service_settings(args: argparse.Namespace) -> Any:
     if common.manifest is not None and not os.environ.get("PILOTWATCH_ANALYTICS_MANIFEST"):
         overrides["manifest"] = common.manifest
     if (common.stack_root / "stack.json").exists():
-        stack = load_stack(common.stack_root).config
+        stack = StackConfig.load(common.stack_root)
         for name, value in (("influx_url", stack.influx_url), ("database", stack.database)):
             if not os.environ.get(f"PILOTWATCH_ANALYTICS_{name.upper()}"):
                 overrides[name] = value

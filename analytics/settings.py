@@ -13,7 +13,7 @@ from typing import Self
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from analytics.config import Labels
+from pilotwatch.qc_config import Labels
 
 STATE_FILE = "qc_state.json"
 """The checkpoint's file name inside ``state_dir``."""

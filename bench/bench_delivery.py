@@ -32,11 +32,12 @@ from paho.mqtt.enums import CallbackAPIVersion
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.anchors import Rate, broker_qos1_rate
+from commands.stack import LocalStack
 from ingest.service import IngestService
 from ingest.settings import IngestSettings
 from pilotwatch.influx import InfluxV1
 from pilotwatch.manifest import Manifest, parse_manifest
-from pilotwatch.stack import LocalStack, StackConfig
+from pilotwatch.settings import StackConfig
 from pilotwatch.wire import Reading, ReadingsMessage, ack_topic, decode_ack, readings_topic
 
 DEVICE = "bkk-pratunam-wq1"

@@ -39,13 +39,14 @@ from paho.mqtt.enums import CallbackAPIVersion
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.anchors import Rate, influx_raw_write_rate
+from commands.stack import LocalStack
 from ingest.service import IngestService
 from ingest.settings import IngestSettings
 from ingest.validate import Validator
 from pilotwatch.influx import InfluxV1
 from pilotwatch.manifest import Manifest, load_manifest
 from pilotwatch.schema import StoredReading
-from pilotwatch.stack import LocalStack, StackConfig
+from pilotwatch.settings import StackConfig
 from pilotwatch.wire import Reading, ReadingsMessage, readings_topic
 
 DEVICES = ("bkk-pratunam-wq1", "bkk-asok-wq1", "mlk-morten-wq1", "dng-harbour-wq1")

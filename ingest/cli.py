@@ -77,7 +77,7 @@ def state_dir(args: argparse.Namespace) -> Path:
 
 def _settings(args: argparse.Namespace) -> Any:
     from ingest.settings import IngestSettings  # noqa: PLC0415
-    from pilotwatch.stack import load_stack  # noqa: PLC0415
+    from pilotwatch.settings import StackConfig  # noqa: PLC0415
 
     common = common_settings(args)
     overrides: dict[str, Any] = {"state_dir": state_dir(args)}
@@ -85,7 +85,7 @@ def _settings(args: argparse.Namespace) -> Any:
         overrides["manifest"] = common.manifest
     # Without explicit addresses, use the local stack of this home (what `pilotwatch stack up` started).
     if (common.stack_root / "stack.json").exists():
-        stack = load_stack(common.stack_root).config
+        stack = StackConfig.load(common.stack_root)
         defaults = {
             "mqtt_host": stack.host,
             "mqtt_port": stack.mqtt_port,

@@ -12,7 +12,7 @@ from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ingest.writers import V1Writer, V2Writer, Writer
-from pilotwatch.stack import StackConfig
+from pilotwatch.settings import StackConfig
 
 _GROUP_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 # MQTT packet ids are 16 bit; holding more unacknowledged messages than this cannot be tracked by anyone.
@@ -97,7 +97,7 @@ class IngestSettings(BaseSettings):
     def for_local_stack(
         cls, stack: StackConfig, state_dir: Path, client_id: str, *, database: str | None = None, **extra: Any
     ) -> IngestSettings:
-        """Settings for an ingest on a :class:`~pilotwatch.stack.LocalStack` (demo, benchmarks, tests)."""
+        """Settings for an ingest on a :class:`~commands.stack.LocalStack` (demo, benchmarks, tests)."""
         return cls(
             mqtt_host=stack.host,
             mqtt_port=stack.mqtt_port,

@@ -7,6 +7,9 @@ built when a command starts, never at import.
 
 from __future__ import annotations
 
+import json
+import socket
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -28,3 +31,63 @@ class CommonSettings(BaseSettings):
     @property
     def stack_root(self) -> Path:
         return self.home / "stack"
+
+
+STACK_STATE_FILE = "stack.json"
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nobody listens on right now (the OS picks it, so tests never collide)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass(frozen=True)
+class StackConfig:
+    """Where the one-machine stack listens and keeps its data (``commands.stack`` runs it)."""
+
+    root: Path
+    mqtt_port: int = 1883
+    influx_port: int = 8086
+    influx_rpc_port: int = 8088
+    database: str = "pilotwatch"
+    host: str = "127.0.0.1"
+
+    @property
+    def mqtt_url(self) -> str:
+        return f"mqtt://{self.host}:{self.mqtt_port}"
+
+    @property
+    def influx_url(self) -> str:
+        return f"http://{self.host}:{self.influx_port}"
+
+    @property
+    def state_file(self) -> Path:
+        return self.root / STACK_STATE_FILE
+
+    def save(self) -> None:
+        self.state_file.write_text(json.dumps({k: str(v) for k, v in asdict(self).items()}))
+
+    @classmethod
+    def load(cls, root: Path) -> StackConfig:
+        """The stack recorded in ``root/stack.json`` by ``pilotwatch stack up``."""
+        state = json.loads((root / STACK_STATE_FILE).read_text())
+        return cls(
+            root=root,
+            mqtt_port=int(state["mqtt_port"]),
+            influx_port=int(state["influx_port"]),
+            influx_rpc_port=int(state["influx_rpc_port"]),
+            database=state["database"],
+            host=state["host"],
+        )
+
+    @classmethod
+    def with_free_ports(cls, root: Path, database: str = "pilotwatch") -> StackConfig:
+        return cls(
+            root=root,
+            mqtt_port=free_port(),
+            influx_port=free_port(),
+            influx_rpc_port=free_port(),
+            database=database,
+        )

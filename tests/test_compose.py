@@ -21,13 +21,14 @@ import yaml
 from paho.mqtt.enums import CallbackAPIVersion
 from pydantic import SecretStr
 
-from edge.fleet import simulated_agent
+from commands.cli import build_parser
+from commands.deploy_cli import INGEST_USER, mosquitto_hash, write_mqtt_credentials
+from commands.stack import find_binary
 from edge.settings import EdgeSettings
+from firmware_sim.agents import simulated_agent
 from firmware_sim.fleet import SimulatedFleet
-from pilotwatch.cli import build_parser
-from pilotwatch.deploy_cli import INGEST_USER, mosquitto_hash, write_mqtt_credentials
 from pilotwatch.manifest import Manifest
-from pilotwatch.stack import find_binary, free_port
+from pilotwatch.settings import free_port
 from pilotwatch.wire import ack_topic, decode_readings, readings_topic, status_topic
 
 REPO = Path(__file__).resolve().parents[1]

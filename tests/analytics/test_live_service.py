@@ -13,15 +13,15 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from analytics.config import FlatLine, GrossRange, ParameterQC, QCConfig
 from analytics.labels import LABEL_NAMES, Label
 from analytics.pipeline import evaluate_site
 from analytics.service import AnalyticsService, RunReport, check_streamable, evaluate_window, sensor_qc
 from analytics.settings import AnalyticsSettings
+from commands.cli import main as pilotwatch_main
 from firmware_sim.fleet import SimulatedFleet, TruthRow
-from pilotwatch.cli import main as pilotwatch_main
 from pilotwatch.influx import InfluxV1
 from pilotwatch.manifest import Manifest
+from pilotwatch.qc_config import FlatLine, GrossRange, ParameterQC, QCConfig
 from pilotwatch.schema import line
 
 HOUR_MS = 3_600_000

@@ -6,11 +6,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from analytics.config import ParameterQC, QCConfig
 from analytics.labels import LABEL_NAMES, Label
 from analytics.pipeline import evaluate_site
 from analytics.service import QCService, qc_line
 from pilotwatch.influx import InfluxV1
+from pilotwatch.qc_config import ParameterQC, QCConfig
 from tests.analytics.synthetic import PARAMS, Site, clean_site, inject_event
 
 STEP_MS = 900_000

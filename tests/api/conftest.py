@@ -13,10 +13,10 @@ from fastapi.testclient import TestClient
 from api.app import create_app
 from api.keys import ApiKeyCreate, KeyStore
 from api.settings import ApiSettings
+from commands.stack import LocalStack
 from pilotwatch.influx import InfluxV1
 from pilotwatch.manifest import Manifest, Role
 from pilotwatch.schema import StoredReading, line
-from pilotwatch.stack import LocalStack
 
 UTC = dt.UTC
 # 2026-08-31 22:00 to 2026-09-01 02:00 UTC straddles the Bangkok (UTC+7) change from baseline to intervention

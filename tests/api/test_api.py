@@ -15,7 +15,7 @@ from api.settings import ApiSettings
 from api.store import ReadingStore
 from pilotwatch.influx import InfluxV1
 from pilotwatch.manifest import Manifest
-from pilotwatch.stack import free_port
+from pilotwatch.settings import free_port
 from tests.api.conftest import N_POINTS, STEP, T0, Keys, Seeded
 
 H = "X-API-Key"

@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 from api.app import create_app
 from api.keys import ApiKeyCreate, KeyStore, KeyStoreError, hash_key
 from api.settings import ApiSettings
-from pilotwatch.cli import main
+from commands.cli import main
 from pilotwatch.manifest import Manifest, Role
 
 

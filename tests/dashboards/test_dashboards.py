@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from commands.cli import main
 from dashboards.build import FLEET_UID, build_all, city_uid, panel_queries, write_all
-from pilotwatch.cli import main
 from pilotwatch.influx import InfluxV1
 from pilotwatch.manifest import Manifest
 from pilotwatch.schema import StoredReading, line

@@ -7,12 +7,12 @@ import math
 import time
 from pathlib import Path
 
-from edge.fleet import drive
+from commands.stack import LocalStack
+from firmware_sim.agents import drive
 from firmware_sim.fleet import SimulatedFleet
 from ingest.service import IngestService
 from ingest.settings import IngestSettings
 from pilotwatch.influx import InfluxV1
-from pilotwatch.stack import LocalStack
 from tests.edge.test_agent import agent_for
 from tests.edge.test_delivery import DEVICE, HOUR_MS, close, day_start, stored
 from tests.firmware_sim.test_simulator import with_faults

@@ -15,11 +15,11 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from commands.stack import LocalStack
 from ingest.service import IngestService
 from ingest.settings import IngestSettings
 from pilotwatch.influx import InfluxV1
 from pilotwatch.manifest import Manifest, load_manifest
-from pilotwatch.stack import LocalStack
 from pilotwatch.wire import status_topic
 
 _ids = itertools.count()

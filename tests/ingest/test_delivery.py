@@ -25,8 +25,9 @@ from pathlib import Path
 
 import pytest
 
-from edge.fleet import drive, simulated_agent
+from commands.stack import LocalStack
 from edge.settings import EdgeSettings
+from firmware_sim.agents import drive, simulated_agent
 from firmware_sim.fleet import SimulatedFleet
 from ingest.ledger import DeviceLedger, read_ledger
 from ingest.service import IngestService
@@ -34,7 +35,6 @@ from ingest.settings import IngestSettings
 from ingest.writers import Writer, WriteResult
 from pilotwatch.influx import InfluxV1
 from pilotwatch.manifest import Manifest
-from pilotwatch.stack import LocalStack
 from pilotwatch.wire import ReadingsMessage
 from tests.ingest.conftest import clear_retained_status
 from tests.ingest.fleet import (

@@ -17,13 +17,13 @@ import httpx
 import pytest
 import yaml
 
+from commands.cli import main
+from commands.stack import LocalStack
 from ingest.deadletter import DeadLetterStore
 from ingest.ledger import read_ledger
 from ingest.service import IngestService
-from pilotwatch.cli import main
 from pilotwatch.influx import InfluxV1
 from pilotwatch.manifest import Manifest
-from pilotwatch.stack import LocalStack
 from pilotwatch.wire import (
     DeviceState,
     Reading,

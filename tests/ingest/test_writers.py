@@ -8,12 +8,13 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from commands.stack import LocalStack
 from ingest.service import IngestService
 from ingest.writers import Outcome, V1Writer, V2Writer
 from pilotwatch.influx import InfluxV1
 from pilotwatch.manifest import Manifest
 from pilotwatch.schema import StoredReading
-from pilotwatch.stack import LocalStack, free_port
+from pilotwatch.settings import free_port
 from pilotwatch.wire import readings_topic
 from tests.ingest.helpers import (
     DEVICE,
