@@ -61,6 +61,7 @@ from analytics.stream import (
 from pilotwatch.manifest import Manifest, Sensor
 from pilotwatch.qc_config import FlatLine, GrossRange, Labels, ParameterQC
 from pilotwatch.schema import SERIES_TAGS, Measurement, QartodFlag, line
+from pilotwatch.settings import InfluxConnection
 
 Samples = tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]
 """Sorted sample times (epoch ms) and their values."""
@@ -425,17 +426,8 @@ class QCService:
 
 # ------------------------------------------------------------------------------------------------ the process
 def influx_client(settings: AnalyticsSettings) -> InfluxClosable:
-    """The default client factory: :class:`pilotwatch.influx.InfluxV1` with the settings' credentials."""
-    from pilotwatch.influx import InfluxV1  # noqa: PLC0415  # httpx only where a client is really built
-
-    return InfluxV1(
-        settings.influx_url,
-        settings.database,
-        username=settings.influx_username,
-        password=settings.influx_password.get_secret_value() if settings.influx_password else None,
-        token=settings.influx_token.get_secret_value() if settings.influx_token else None,
-        timeout_s=settings.influx_timeout_s,
-    )
+    """The default client factory: :meth:`pilotwatch.settings.InfluxConnection.client`."""
+    return settings.influx.client()
 
 
 class AnalyticsService:
@@ -572,10 +564,8 @@ def evaluate_window(  # noqa: PLR0917  # the positional form the demo calls
     ``qc`` points; the checkpoint in ``state_dir`` is continued (or started). More settings as keywords
     (``late_window_s=...``). Returns counts of the readings evaluated per flag and label, and anomalies."""
     config = AnalyticsSettings(
-        influx_url=influx_url,
-        database=database,
+        influx=InfluxConnection(url=influx_url, database=database, token=SecretStr(token) if token else None),
         state_dir=Path(state_dir),
-        influx_token=SecretStr(token) if token else None,
         **settings,
     )
     with AnalyticsService(config, manifest) as service:

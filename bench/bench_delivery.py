@@ -172,12 +172,11 @@ def main(argv: list[str] | None = None) -> int:
                 messages=min(3_000, 2 * len(payloads)),
                 payload_bytes=mean_bytes,
             )
-            settings = IngestSettings(
-                mqtt_port=stack.config.mqtt_port,
-                influx_url=stack.config.influx_url,
+            settings = IngestSettings.for_local_stack(
+                stack.config,
+                root / "ingest",
+                "bench-ingest",
                 database="bench_delivery",
-                state_dir=root / "ingest",
-                client_id="bench-ingest",
                 share_group=None,
                 manifest=manifest_path,
             )

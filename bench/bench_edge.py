@@ -124,14 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         stack = LocalStack(StackConfig.with_free_ports(root / "stack"))
         stack.up()
         ingest = IngestService(
-            IngestSettings(
-                mqtt_port=stack.config.mqtt_port,
-                influx_url=stack.config.influx_url,
-                database=stack.config.database,
-                state_dir=root / "ingest",
-                client_id="bench-edge-ingest",
-                max_future_s=3600,
-            ),
+            IngestSettings.for_local_stack(stack.config, root / "ingest", "bench-edge-ingest", max_future_s=3600),
             manifest,
         )
         ingest.start()

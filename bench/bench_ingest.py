@@ -224,14 +224,7 @@ def naive_pipeline(stack: LocalStack, database: str, path: Path, count: int, tot
 
 
 def ingest_pipeline(stack: LocalStack, database: str, path: Path, count: int, total: float, *, state: Path) -> Rate:
-    settings = IngestSettings(
-        mqtt_port=stack.config.mqtt_port,
-        influx_url=stack.config.influx_url,
-        database=database,
-        state_dir=state,
-        client_id="bench-ingest",
-        share_group=None,
-    )
+    settings = IngestSettings.for_local_stack(stack.config, state, "bench-ingest", database=database, share_group=None)
     influx = InfluxV1(stack.config.influx_url, database)
     influx.create_database()
     service = IngestService(settings)

@@ -187,7 +187,7 @@ def run(args: argparse.Namespace) -> int:
     _, key = store.add(ApiKeyCreate(name=name, role=Role.EVALUATOR, cities=("*",)), manifest)
     console.print(
         "\nThe stack keeps running. Serve the API on this data:\n"
-        f"  PILOTWATCH_API_INFLUX_URL={config.influx_url} PILOTWATCH_API_KEYS_FILE={keys_file} "
+        f"  PILOTWATCH_API_INFLUX__URL={config.influx_url} PILOTWATCH_API_KEYS_FILE={keys_file} "
         f"PILOTWATCH_API_INGEST_STATE_DIR={home / 'ingest'} "
         ".venv/bin/pilotwatch api serve\n"
         f"  curl -H 'X-API-Key: {key}' http://127.0.0.1:8000/sites\n"

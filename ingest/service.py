@@ -74,9 +74,9 @@ def default_mqtt_factory(settings: IngestSettings) -> mqtt.Client:
         protocol=MQTTProtocolVersion.MQTTv5,
         manual_ack=True,
     )
-    if settings.mqtt_username:
-        password = settings.mqtt_password.get_secret_value() if settings.mqtt_password else None
-        client.username_pw_set(settings.mqtt_username, password)
+    if settings.mqtt.username:
+        password = settings.mqtt.password.get_secret_value() if settings.mqtt.password else None
+        client.username_pw_set(settings.mqtt.username, password)
     return client
 
 
@@ -192,9 +192,9 @@ class IngestService:
         props.ReceiveMaximum = self.settings.max_unacked
         # clean_start=False: resume this worker's session, with what the broker queued while it was away.
         client.connect_async(
-            self.settings.mqtt_host,
-            self.settings.mqtt_port,
-            keepalive=self.settings.keepalive_s,
+            self.settings.mqtt.host,
+            self.settings.mqtt.port,
+            keepalive=self.settings.mqtt.keepalive_s,
             clean_start=False,
             properties=props,
         )
@@ -205,7 +205,7 @@ class IngestService:
         """Block until connected and subscribed (the broker acknowledged both subscriptions)."""
         if not self._connected.wait(timeout_s):
             raise TimeoutError(
-                f"ingest did not connect to MQTT {self.settings.mqtt_host}:{self.settings.mqtt_port} in {timeout_s} s"
+                f"ingest did not connect to MQTT {self.settings.mqtt.host}:{self.settings.mqtt.port} in {timeout_s} s"
             )
 
     def stop(self, timeout_s: float = 30.0) -> None:
@@ -566,8 +566,8 @@ class IngestService:
                 "started_ms": self._started_ms,
                 "saved_ms": int(self._clock() * 1000),
                 "running": not self._stopped.is_set() and not self._stopping.is_set(),
-                "mqtt": f"{self.settings.mqtt_host}:{self.settings.mqtt_port}",
-                "influx": f"{self.settings.influx_api.value} {self.settings.influx_url}",
+                "mqtt": f"{self.settings.mqtt.host}:{self.settings.mqtt.port}",
+                "influx": f"{self.settings.influx.api.value} {self.settings.influx.url}",
                 "metrics_port": self.metrics_port,
             }
         )

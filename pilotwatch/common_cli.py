@@ -34,7 +34,7 @@ def moment(text: str) -> int:
     try:
         value = dt.datetime.fromisoformat(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an ISO time like 2026-05-01T00:00, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected an ISO 8601 time like 2026-05-01T00:00Z, got {text!r}") from None
     if value.tzinfo is None:
         value = value.replace(tzinfo=dt.UTC)
     return int(value.timestamp() * 1000)

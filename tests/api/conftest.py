@@ -111,8 +111,7 @@ def seeded(influx: InfluxV1) -> Seeded:
 @pytest.fixture
 def settings(influx: InfluxV1, keys_file: Path, tmp_path: Path) -> ApiSettings:
     return ApiSettings(
-        influx_url=influx.url,
-        influx_database=influx.database,
+        influx={"url": influx.url, "database": influx.database},
         keys_file=keys_file,
         ingest_state_dir=tmp_path / "ingest",
     )

@@ -22,6 +22,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -50,12 +51,8 @@ from tests.ingest.helpers import DEVICE, EdgeLike, expected, make_message, readi
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _settings(stack: LocalStack, state_dir: Path, **extra: object) -> IngestSettings:
-    values: dict[str, object] = {
-        "mqtt_port": stack.config.mqtt_port,
-        "influx_url": stack.config.influx_url,
-        "database": stack.config.database,
-        "state_dir": state_dir,
+def _settings(stack: LocalStack, state_dir: Path, **extra: Any) -> IngestSettings:
+    values: dict[str, Any] = {
         "client_id": "ingest-delivery",
         "share_group": "delivery",
         "batch_interval_s": 0.05,
@@ -65,7 +62,7 @@ def _settings(stack: LocalStack, state_dir: Path, **extra: object) -> IngestSett
         "state_interval_s": 0.2,
     }
     values.update(extra)
-    return IngestSettings(**values)  # type: ignore[arg-type]
+    return IngestSettings.for_local_stack(stack.config, state_dir, **values)
 
 
 def _assert_ledger_complete(state_dir: Path, messages: int) -> None:
@@ -76,8 +73,8 @@ def _assert_ledger_complete(state_dir: Path, messages: int) -> None:
 def _ingest_process(stack: LocalStack, state_dir: Path) -> subprocess.Popen[bytes]:
     env = {
         **os.environ,
-        "PILOTWATCH_INGEST_MQTT_PORT": str(stack.config.mqtt_port),
-        "PILOTWATCH_INGEST_INFLUX_URL": stack.config.influx_url,
+        "PILOTWATCH_INGEST_MQTT__PORT": str(stack.config.mqtt_port),
+        "PILOTWATCH_INGEST_INFLUX__URL": stack.config.influx_url,
         "PILOTWATCH_INGEST_DATABASE": stack.config.database,
         "PILOTWATCH_INGEST_CLIENT_ID": "ingest-kill9",
         "PILOTWATCH_INGEST_BATCH_INTERVAL_S": "0.05",
