@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Self
+from typing import Any, Self
 
 from pydantic import field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
-from pilotwatch.settings import InfluxConnection, ServiceSettings
+from pilotwatch.settings import CommonSettings, InfluxConnection, ServiceSettings, StackConfig, stack_influx
 
 
 class ApiSettings(ServiceSettings):
@@ -35,6 +35,15 @@ class ApiSettings(ServiceSettings):
     """An export reads InfluxDB this many seconds of data at a time."""
     export_page_rows: int = 5_000
     """Rows per InfluxDB query inside one chunk (LIMIT/OFFSET paging), bounding the memory of a busy chunk."""
+
+    @classmethod
+    def local_defaults(cls, common: CommonSettings, stack: StackConfig | None) -> dict[str, Any]:
+        return {
+            "keys_file": common.home / "api-keys.yaml",
+            "manifest": common.manifest,
+            "ingest_state_dir": common.home / "ingest",
+            "influx": stack_influx(stack),
+        }
 
     @field_validator("port")
     @classmethod

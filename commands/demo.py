@@ -186,10 +186,8 @@ def run(args: argparse.Namespace) -> int:
     name = f"demo-evaluator-{run_id}"
     _, key = store.add(ApiKeyCreate(name=name, role=Role.EVALUATOR, cities=("*",)), manifest)
     console.print(
-        "\nThe stack keeps running. Serve the API on this data:\n"
-        f"  PILOTWATCH_API_INFLUX__URL={config.influx_url} PILOTWATCH_API_KEYS_FILE={keys_file} "
-        f"PILOTWATCH_API_INGEST_STATE_DIR={home / 'ingest'} "
-        ".venv/bin/pilotwatch api serve\n"
+        "\nThe stack keeps running. Serve the API on this data (its keys and InfluxDB come from --home):\n"
+        f"  .venv/bin/pilotwatch --home {settings.home} api serve\n"
         f"  curl -H 'X-API-Key: {key}' http://127.0.0.1:8000/sites\n"
         f"Stop the stack with: .venv/bin/pilotwatch --home {settings.home} stack down"
     )
