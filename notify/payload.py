@@ -181,6 +181,8 @@ def email_message(doc: Mapping[str, Any], sender: str, to: str) -> EmailMessage:
     # recognise it, and tests count distinct Message-IDs at the server.
     msg["Message-ID"] = f"<{doc['idempotency_key']}@pilotwatch>"
     msg["X-Pilotwatch-Idempotency-Key"] = doc["idempotency_key"]
+    # Which transitions the message carries, for a mail rule or a ticket system that files alerts by id.
+    msg["X-Pilotwatch-Transitions"] = ",".join(str(a.get("transition_id", "")) for a in doc["alerts"])
     msg.set_content(text_body(doc))
     msg.add_alternative(html_body(doc), subtype="html")
     return msg
