@@ -166,6 +166,7 @@ class WebhookReceiver:
         self.received = Received()
         self.plan: list[tuple[int, dict[str, str]]] = []
         self.answers: list[int] = []
+        self.answer_times: list[float] = []
         self.bad_signatures = 0
         self.arrival_s: dict[int, float] = {}
         self.lock = threading.Lock()
@@ -211,6 +212,7 @@ class WebhookReceiver:
         with self.lock:
             status, extra = self.plan.pop(0) if self.plan else (200, {})
             self.answers.append(status)
+            self.answer_times.append(time.monotonic())
         if status == 200:
             doc = json.loads(body)
             now = time.time()
