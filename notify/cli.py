@@ -87,6 +87,7 @@ def _run(args: argparse.Namespace) -> int:
         notifier.close()
         if server is not None:
             server.shutdown()
+            server.server_close()
     return 0
 
 

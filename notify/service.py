@@ -78,7 +78,9 @@ class Notifier:
             self._lock_file = None
             raise NotifierLockedError(f"another notifier is running on {settings.state_db}") from None
         self.store = NotifyStore(settings.state_db)
-        self.alerts_conn = sqlite3.connect(str(settings.alerts_db), timeout=30.0, isolation_level=None)
+        self.alerts_conn = sqlite3.connect(
+            str(settings.alerts_db), timeout=30.0, isolation_level=None, check_same_thread=False
+        )
         self.alerts_conn.execute("PRAGMA busy_timeout=30000")
         self.channels: dict[AlertChannel, Channel] = dict(channels) if channels is not None else self._channels()
         self.rng = rng or random.Random()
