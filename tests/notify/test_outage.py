@@ -67,7 +67,8 @@ def test_smtp_down_and_a_webhook_failing_five_times_deliver_each_notification_on
     assert smtp.received.resent() == 0
     assert webhooks.received.transitions_of("bkk-staff-hook") == ids
     assert webhooks.received.resent() == 0
-    assert webhooks.answers[:5] == [500] * 5 and webhooks.answers[5:] == [200] * (len(webhooks.answers) - 5)
+    assert webhooks.answers[:5] == [500] * 5
+    assert webhooks.answers[5:] == [200] * (len(webhooks.answers) - 5)
     # The retries are visible: attempts with their errors, and in each alert's deliveries.
     mail_attempts = [
         a
@@ -85,7 +86,8 @@ def test_smtp_down_and_a_webhook_failing_five_times_deliver_each_notification_on
         "SELECT alert_id FROM notify_deliveries WHERE transition_id = ?", (ids[0],)
     ).fetchone()[0]
     views = {v.channel: v for v in deliveries_for_alert(notifier.store.conn, alert_id)}
-    assert views["email"].status == DeliveryStatus.SENT and views["email"].attempts >= 2
+    assert views["email"].status == DeliveryStatus.SENT
+    assert views["email"].attempts >= 2
     assert views["webhook"].status == DeliveryStatus.SENT
 
 
@@ -99,7 +101,8 @@ def test_retry_after_is_honoured(
     assert webhooks.answers == [429, 503, 200]
     gaps = [b - a for a, b in zip(webhooks.answer_times, webhooks.answer_times[1:], strict=False)]
     # Backoff alone would retry after 0.1-0.4 s here; the receiver asked for 2 s and then 1 s.
-    assert gaps[0] >= 1.9 and gaps[1] >= 0.9
+    assert gaps[0] >= 1.9
+    assert gaps[1] >= 0.9
 
 
 def test_a_webhook_that_never_recovers_becomes_a_dead_letter_and_metrics_count_it(
