@@ -47,6 +47,11 @@ class ApiSettings(BaseSettings):
     manifest: Path | None = None
     """Pilot manifest; empty means ``PILOTWATCH_MANIFEST`` or the shipped default."""
 
+    alerts_db: Path | None = None
+    """The alert engine's SQLite database; acknowledge links append their ACKNOWLEDGED transition to it."""
+    ack_link_secret: SecretStr | None = None
+    """Key of the notifier's signed acknowledge links (the notifier's ``PILOTWATCH_NOTIFY_ACK_LINK_SECRET``)."""
+
     host: str = "127.0.0.1"
     port: int = 8000
 
@@ -64,7 +69,7 @@ class ApiSettings(BaseSettings):
             raise ValueError(f"influx_url must start with http:// or https://, got {value!r}")
         return value.rstrip("/")
 
-    @field_validator("influx_token", "influx_password")
+    @field_validator("influx_token", "influx_password", "ack_link_secret")
     @classmethod
     def _no_placeholder(cls, value: SecretStr | None, info: object) -> SecretStr | None:
         refuse_placeholder(getattr(info, "field_name", "secret"), value)
