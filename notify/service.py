@@ -154,8 +154,9 @@ class Notifier:
             total += self.store.fan_out(batch, self.router, self.links, now, window_ms)
 
     def send_due(self, now: int, ids: list[int] | None = None, max_attempts: int | None = None) -> int:
-        limit = self.settings.send_concurrency * 8
-        due = self.store.due_messages(now, limit, ids)
+        # One round of at most `send_concurrency` messages, recorded together: what a crash can make the notifier
+        # send again (with the same idempotency key) is bounded by one round.
+        due = self.store.due_messages(now, self.settings.send_concurrency, ids)
         if not due:
             return 0
         results = list(zip(due, self.pool.map(self._send_one, due), strict=True))
@@ -186,7 +187,7 @@ class Notifier:
         while True:
             sent = self.send_due(t)
             attempts += sent
-            if sent < s.send_concurrency * 8:
+            if sent < s.send_concurrency:
                 break
         return CycleReport(fanned, timers, made, attempts)
 

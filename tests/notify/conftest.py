@@ -54,12 +54,22 @@ def notify_manifest() -> Manifest:
     return parse_manifest(raw, "default manifest with notifier test routes")
 
 
+@pytest.fixture
+def notify_manifest_file(tmp_path: Path) -> Path:
+    """The test manifest as a file, for a notifier run as its own process."""
+    raw: dict[str, Any] = copy.deepcopy(yaml.safe_load(DEFAULT_MANIFEST.read_text()))
+    raw["alerts"] = ROUTES
+    path = tmp_path / "manifest.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path
+
+
 class Engine:
     """Appends transitions exactly as the alert engine does: in a transaction of its WAL database."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.conn = sqlite3.connect(str(path), isolation_level=None, timeout=30)
+        self.conn = sqlite3.connect(str(path), isolation_level=None, timeout=30, check_same_thread=False)
         self.conn.execute("PRAGMA journal_mode=WAL")
         self.conn.execute("PRAGMA busy_timeout=30000")
         create_transitions_table(self.conn)

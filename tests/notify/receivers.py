@@ -70,12 +70,17 @@ class Received:
     """What one kind of receiver got: raw count, and per recipient the transition ids per idempotency key."""
 
     raw: int = 0
+    conflicts: int = 0
+    """Messages that reused an idempotency key for different content: a receiver would drop real news."""
     by_key: dict[str, dict[str, Any]] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def add(self, recipient: str, key: str, transitions: list[int], document: Any) -> None:
         with self.lock:
             self.raw += 1
+            known = self.by_key.get(key)
+            if known is not None and (known["recipient"], known["transitions"]) != (recipient, transitions):
+                self.conflicts += 1
             self.by_key.setdefault(key, {"recipient": recipient, "transitions": transitions, "doc": document, "n": 0})
             self.by_key[key]["n"] += 1
 
