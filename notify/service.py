@@ -207,6 +207,7 @@ class Notifier:
         nonce = secrets.token_hex(8)
         entry = {
             "alert_id": "test",
+            "transition_id": 0,
             "transition": "test",
             "kind": "test",
             "city": city,
