@@ -161,3 +161,17 @@ def test_settings_refuse_placeholders_and_unreadable_secret_files(tmp_path: Path
     assert settings.ack_link_secret.get_secret_value() == "an-ack-link-secret-from-a-file-0001"
     with pytest.raises(ValueError, match="no recipients file"):
         NotifySettings().resolve_recipients_file(load_manifest())
+
+
+def test_the_commented_sample_recipients_file_loads(manifest: Manifest, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PILOTWATCH_WEBHOOK_SECRET_BKK", "a-real-secret-from-the-environment")
+    sample = Path(__file__).resolve().parents[2] / "notify" / "recipients.sample.yaml"
+    recipients = load_recipients(sample, manifest)
+    assert Router(manifest, recipients).addresses("bangkok", AlertKind.POLLUTION) == {
+        Address(AlertChannel.EMAIL, "environment-duty@bangkok.example.org"),
+        Address(AlertChannel.WEBHOOK, "bkk-incidents"),
+    }
+    assert Router(manifest, recipients).addresses("da-nang", AlertKind.DEVICE) == {
+        Address(AlertChannel.EMAIL, "pilot-operations@pilotwatch.example.org"),
+        Address(AlertChannel.MQTT, "pilotwatch/v1/alerts/control-room"),
+    }
