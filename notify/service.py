@@ -41,8 +41,8 @@ log = logging.getLogger(__name__)
 FAN_OUT_BATCH = 500
 
 
-class NotifierLockedError(RuntimeError):
-    """Another notifier holds this state database."""
+class NotifierLockedError(ValueError):
+    """Another notifier holds this state database: a deployment mistake, reported like bad configuration."""
 
 
 @dataclass(frozen=True, slots=True)

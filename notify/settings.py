@@ -10,13 +10,18 @@ import enum
 from pathlib import Path
 from typing import Self
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from pilotwatch.manifest import Manifest
 
 # Values that sample files put where a secret belongs; a notifier that still carries one is not configured.
 _PLACEHOLDERS = frozenset({"changethis", "changeme", "change-me", "secret", "password", "token", "example", "xxx"})
+
+
+def _refuse_placeholder(name: str, text: str) -> None:
+    if not text.strip() or text.strip().lower() in _PLACEHOLDERS:
+        raise ValueError(f"{name} is empty or a placeholder; set a real secret (`openssl rand -hex 32`)")
 
 
 class SmtpSecurity(enum.StrEnum):
@@ -85,12 +90,9 @@ class NotifySettings(BaseSettings):
 
     @field_validator("smtp_password", "mqtt_password", "ack_link_secret")
     @classmethod
-    def _no_placeholder(cls, value: SecretStr | None, info: object) -> SecretStr | None:
+    def _no_placeholder(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
         if value is not None:
-            text = value.get_secret_value().strip()
-            name = getattr(info, "field_name", "secret")
-            if not text or text.lower() in _PLACEHOLDERS:
-                raise ValueError(f"{name} is empty or a placeholder; set a real secret (`openssl rand -hex 32`)")
+            _refuse_placeholder(info.field_name or "secret", value.get_secret_value())
         return value
 
     @field_validator("public_url")
@@ -112,8 +114,8 @@ class NotifySettings(BaseSettings):
                 text = path.read_text(encoding="utf-8").strip()
             except OSError as exc:
                 raise ValueError(f"cannot read {name}_file {str(path)!r}: {exc.strerror}") from None
-            object.__setattr__(self, name, SecretStr(text))
-            self._no_placeholder(SecretStr(text), type("Info", (), {"field_name": name})())
+            _refuse_placeholder(f"{name}_file", text)
+            setattr(self, name, SecretStr(text))
         if self.ack_link_secret is not None and len(self.ack_link_secret.get_secret_value()) < 16:
             raise ValueError("ack_link_secret must have at least 16 characters (`openssl rand -hex 32`)")
         if self.smtp_username is not None and self.smtp_password is None:

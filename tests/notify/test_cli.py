@@ -90,3 +90,15 @@ def test_deliveries_and_dead_letters_are_visible_from_the_command_line(
     assert dead["recipient"] == "mlk-staff-hook"
     assert main(["notify", "deadletter", "retry", str(dead["id"])]) == 0
     assert main(["notify", "deadletter", "retry", str(dead["id"])]) == 2
+
+
+def test_a_second_notifier_on_the_same_database_refuses_to_start(cli_env: NotifySettings) -> None:
+    from notify.service import Notifier, NotifierLockedError  # noqa: PLC0415
+
+    first = Notifier.from_settings(cli_env)
+    try:
+        with pytest.raises(NotifierLockedError, match="another notifier is running on"):
+            Notifier.from_settings(cli_env)
+    finally:
+        first.close()
+    Notifier.from_settings(cli_env).close()  # the lock goes with the process that held it
