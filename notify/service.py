@@ -35,7 +35,7 @@ from notify.settings import NotifySettings
 from notify.signing import sign_ack_token
 from notify.store import NotifyStore, Outcome, OutgoingMessage, SendResult, connect, message_counts
 from pilotwatch.alerting import Transition, TransitionKind, read_transitions
-from pilotwatch.manifest import AlertChannel, Manifest, Role, load_manifest
+from pilotwatch.manifest import AlertChannel, AlertKind, Manifest, Role, load_manifest
 
 log = logging.getLogger(__name__)
 FAN_OUT_BATCH = 500
@@ -130,10 +130,19 @@ class Notifier:
             out["acknowledge"] = f"{base}/ack-link/{token}"
         return out
 
-    def _extra(self, channel: str, entries: list[dict[str, Any]]) -> dict[str, Any]:
+    def _extra(self, channel: str, recipient: str, entries: list[dict[str, Any]]) -> dict[str, Any]:
+        """For MQTT: the open alerts of each site in the message that this recipient is routed, and no others
+        (an operators' display must not show city staff's pollution alerts)."""
         if channel != AlertChannel.MQTT:
             return {}
-        return {"sites": self.store.open_alerts_at(e["site"] for e in entries if e["site"])}
+        me = Address(AlertChannel.MQTT, recipient)
+        sites = self.store.open_alerts_at(e["site"] for e in entries if e["site"])
+        return {
+            "sites": {
+                site: [a for a in alerts if me in self.router.addresses(a["city"], AlertKind(a["kind"]))]
+                for site, alerts in sites.items()
+            }
+        }
 
     # -- the cycle ------------------------------------------------------------------------------------------
     def _transitions_table_exists(self) -> bool:

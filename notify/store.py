@@ -202,7 +202,7 @@ class DeliveryView:
 
 LinkBuilder = Callable[[Transition, Address], Mapping[str, str]]
 Backoff = Callable[[int, float | None], float]
-Extra = Callable[[str, list[dict[str, Any]]], dict[str, Any]]
+Extra = Callable[[str, str, list[dict[str, Any]]], dict[str, Any]]
 """What a channel needs beside the document (the MQTT channel: the open alerts of each site)."""
 
 
@@ -479,7 +479,7 @@ class NotifyStore:
                         entries=entries,
                         held_back=None,
                         now_ms=now_ms,
-                        extra=extra(channel, entries),
+                        extra=extra(channel, recipient, entries),
                         delivery_ids=ids,
                         status=DeliveryStatus.QUEUED,
                     )
@@ -516,7 +516,7 @@ class NotifyStore:
                 entries=shown,
                 held_back=held_back,
                 now_ms=now_ms,
-                extra=extra(channel, shown),
+                extra=extra(channel, recipient, shown),
                 delivery_ids=[int(r[0]) for r in rows],
                 status=DeliveryStatus.SUMMARISED,
             )

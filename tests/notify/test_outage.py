@@ -76,6 +76,11 @@ def test_smtp_down_and_a_webhook_failing_five_times_deliver_each_notification_on
         for a in attempts_of(notifier.store.conn, m)
     ]
     assert sum(1 for a in mail_attempts if a[1] == "retry") >= 2
+    print(
+        f"SMTP down {OUTAGE_S:g} s: {len(mail_attempts)} e-mail attempts"
+        f" ({sum(1 for a in mail_attempts if a[1] == 'retry')} retried) for"
+        f" {len(_message_ids(notifier, 'email', 'bkk-staff@city.example'))} messages"
+    )
     assert all("Connection refused" in a[2] or "ConnectionRefused" in a[2] for a in mail_attempts if a[1] == "retry")
     hook_attempts = [
         a for m in _message_ids(notifier, "webhook", "bkk-staff-hook") for a in attempts_of(notifier.store.conn, m)
