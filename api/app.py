@@ -16,7 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from api.keys import KeyStore
-from api.routes import devices, export, health, series, sites
+from api.routes import ack_link, devices, export, health, series, sites
 from api.settings import ApiSettings
 from api.store import ReadingStore
 from pilotwatch import __version__
@@ -85,6 +85,6 @@ def create_app(
             content={"detail": f"InfluxDB at {settings.influx.url} did not answer: {exc}"},
         )
 
-    for module in (health, sites, series, devices, export):
+    for module in (health, sites, series, devices, export, ack_link):
         app.include_router(module.router)
     return app

@@ -5,10 +5,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Self
 
-from pydantic import field_validator, model_validator
+from pydantic import SecretStr, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
-from pilotwatch.settings import CommonSettings, InfluxConnection, ServiceSettings, StackConfig, stack_influx
+from pilotwatch.settings import (
+    CommonSettings,
+    InfluxConnection,
+    ServiceSettings,
+    StackConfig,
+    refuse_placeholder,
+    stack_influx,
+)
 
 
 class ApiSettings(ServiceSettings):
@@ -25,6 +32,11 @@ class ApiSettings(ServiceSettings):
     ``<PILOTWATCH_HOME>/api-keys.yaml``."""
     manifest: Path | None = None
     """Pilot manifest; empty means ``PILOTWATCH_MANIFEST`` or the shipped default."""
+
+    alerts_db: Path | None = None
+    """The alert engine's SQLite database; acknowledge links append their ACKNOWLEDGED transition to it."""
+    ack_link_secret: SecretStr | None = None
+    """Key of the notifier's signed acknowledge links (the notifier's ``PILOTWATCH_NOTIFY_ACK_LINK_SECRET``)."""
 
     host: str = "127.0.0.1"
     port: int = 8000
@@ -44,6 +56,12 @@ class ApiSettings(ServiceSettings):
             "ingest_state_dir": common.home / "ingest",
             "influx": stack_influx(stack),
         }
+
+    @field_validator("ack_link_secret")
+    @classmethod
+    def _no_placeholder(cls, value: SecretStr | None) -> SecretStr | None:
+        refuse_placeholder("ack_link_secret", value)
+        return value
 
     @field_validator("port")
     @classmethod

@@ -27,6 +27,7 @@ COMMAND_MODULES = (
     "firmware_sim.cli",
     "edge.cli",
     "analytics.cli",
+    "notify.cli",  # to be hung under `pilotwatch alerts notify` when the alerts command lands
 )
 
 Handler = Callable[[argparse.Namespace], int]
