@@ -80,7 +80,8 @@ class Score:
     days: float
     rows: dict[tuple[str, str], RuleRow] = field(default_factory=dict)
     events: int = 0
-    caught: int = 0
+    caught: int = 0  # by a pollution alert, or by a limit alert the event raised
+    caught_by_pollution: int = 0
     false_alerts: int = 0
     fault_alerts: int = 0
     rain_alerts: int = 0
@@ -237,6 +238,7 @@ def simulate_points(
         for name, (device, sensor, t, v) in series.items():
             lab = labels[name][np.searchsorted(axis, t)]
             pos_flags = flags[name][np.searchsorted(axis, t)]
+            score_of = np.nan_to_num(scores[name])
             for k in np.flatnonzero(t >= start_ms):
                 points.append(
                     Point(
@@ -249,7 +251,7 @@ def simulate_points(
                         float(v[k]),
                         int(pos_flags[k]),
                         LABEL_NAMES[Label(int(lab[k]))],
-                        float(np.nan_to_num(scores[name][k])),
+                        float(score_of[k]),
                         arrival[(device.id, sensor.id, int(t[k]))],
                     )
                 )
@@ -304,29 +306,35 @@ def score_simulated(
         score.row(
             a["rule"].split(":")[0] if a["kind"] == AlertKind.LIMIT_EXCEEDANCE else a["rule"], a["city"]
         ).alerts += 1
-    # pollution events
+    # pollution events: caught by the pollution alert of their site, or by a limit alert the event raised
+    limit_true = {
+        a["alert_id"]: _limit_true(a, truth, by_series) for a in alerts if a["kind"] == AlertKind.LIMIT_EXCEEDANCE
+    }
     for site_id, model in fleet.sites.items():
         city = city_of[site_id]
         site_alerts = [a for a in alerts if a["rule"] == RuleId.POLLUTION and a["site"] == site_id]
+        site_limits = [a for a in alerts if limit_true.get(a["alert_id"]) and a["site"] == site_id]
         row = score.row(RuleId.POLLUTION, city) if site_alerts or model.site.kind.value != "bin" else None
         for event in model.events_between(start_ms, end_ms):
             if event.kind not in POLLUTION_EVENTS:
                 continue
             score.events += 1
+            until = event.end_ms + event.tail_ms
             hit = [
-                a
-                for a in site_alerts
-                if _overlaps(a["episode_ms"], a["resolved_ms"] or end_ms, event.start_ms, event.end_ms + event.tail_ms)
+                a for a in site_alerts if _overlaps(a["episode_ms"], a["resolved_ms"] or end_ms, event.start_ms, until)
             ]
             if row is not None:
                 row.caught = (row.caught or 0) + bool(hit)
                 row.missed = (row.missed or 0) + (not hit)
             if hit:
-                score.caught += 1
+                score.caught_by_pollution += 1
                 delay = max(0.0, (min(a["fired_ms"] for a in hit) - event.start_ms) / 1000)
-                score.delays_s.append(delay)
                 if row is not None:
                     row.delays_s.append(delay)
+            hit += [a for a in site_limits if event.start_ms <= a["fired_ms"] <= until]
+            if hit:
+                score.caught += 1
+                score.delays_s.append(max(0.0, (min(a["fired_ms"] for a in hit) - event.start_ms) / 1000))
         for a in site_alerts:
             episode = (a["episode_ms"], a["resolved_ms"] or end_ms)
             events = [
@@ -345,7 +353,7 @@ def score_simulated(
         if a["kind"] != AlertKind.LIMIT_EXCEEDANCE:
             continue
         row = score.row(a["rule"].split(":")[0], a["city"])
-        if _limit_true(a, truth, by_series):
+        if limit_true[a["alert_id"]]:
             row.caught = (row.caught or 0) + 1
             row.delays_s.append(max(0.0, (a["fired_ms"] - a["episode_ms"]) / 1000))
         else:

@@ -142,5 +142,10 @@ def run_backtest(args: argparse.Namespace) -> int:
     print(f"readings kept from limit and pollution rules by the QC gate: {score.suppressed:,}")  # noqa: T201
     if score.has_truth:
         print(f"pollution alerts on rain (an environmental event, not pollution): {score.rain_alerts}")  # noqa: T201
+        print(  # noqa: T201
+            f"pollution events caught by a pollution alert alone: {score.caught_by_pollution} of {score.events}; "
+            "an event counts as caught when its site's pollution alert fires during it or a limit alert fires "
+            "because of it"
+        )
         print(score.final_line())  # noqa: T201
     return 0

@@ -4,14 +4,15 @@
 network; the live engine and the backtest feed it the same observations in sample-time order and get the same
 alerts. States::
 
-    INACTIVE --trigger--> PENDING --trigger held for `for_ms`--> FIRING --clear held for `clear_for_ms`--> INACTIVE
-       ^                     |                                     |  (emits FIRED)                     (emits RESOLVED)
-       +--hold/clear/gap-----+                                     +--trigger or hold: stays FIRING, clear timer reset
+    INACTIVE --trigger--> PENDING --trigger at `for_ms` after--> FIRING --clear held for `clear_for_ms`--> INACTIVE
+       ^                     |      the episode began             |  (emits FIRED)                     (emits RESOLVED)
+       +------clear----------+  (hold: stays pending)             +--trigger or hold: stays FIRING, clear timer reset
 
 Guarantees the tests hold it to:
 
 - **Hysteresis**: an observation is TRIGGER, HOLD (between the trigger and the clear threshold) or CLEAR. Only
-  CLEAR counts towards resolving, so a value oscillating around the limit (TRIGGER/HOLD) fires once and stays.
+  CLEAR cancels a pending episode or counts towards resolving, so a value oscillating around the limit
+  (TRIGGER/HOLD) fires once, after ``for_ms``, and stays firing.
 - **Outage-aware**: the timers run on *sample* time and only across continuous evidence. An observation more
   than ``max_gap_ms`` after the previous one restarts the pending and the clear timer from itself: no data is
   not recovery, and a gap can neither fire nor resolve an alert. UNUSABLE observations (QC-gated: FAIL, or a
@@ -129,6 +130,8 @@ class Machine:
         t = obs.t_ms
         state = replace(state, last_ms=t)
         if state.phase is Phase.INACTIVE or state.phase is Phase.PENDING:
+            if obs.condition is Condition.HOLD and state.phase is Phase.PENDING and not gap:
+                return state, ()  # inside the hysteresis band: neither confirms nor cancels the episode
             if obs.condition is not Condition.TRIGGER:
                 return replace(state, phase=Phase.INACTIVE, episode_ms=None), ()
             episode = t if state.phase is Phase.INACTIVE or gap or state.episode_ms is None else state.episode_ms
