@@ -3,13 +3,11 @@ lifecycle actions and their outbox transitions, silences."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -17,7 +15,7 @@ import pytest
 from alerts.engine import Engine
 from alerts.rules import Point, RuleId, Status
 from alerts.store import AlertStore
-from pilotwatch.alerting import TransitionKind, read_transitions
+from pilotwatch.alerting import TransitionKind
 from pilotwatch.manifest import Manifest, load_manifest
 
 CITY, SITE, DEVICE = "bangkok", "bkk-pratunam-pier", "bkk-pratunam-wq1"
@@ -72,11 +70,12 @@ def test_a_good_exceedance_fires_one_limit_alert_with_its_readings(store: AlertS
     assert (a["city"], a["site"], a["device"], a["sensor"]) == (CITY, SITE, DEVICE, "ph")
     assert a["episode_ms"] == T0 + 4 * STEP
     assert a["fired_ms"] == T0 + 7 * STEP  # 15 minutes held
-    assert a["status"] == "resolved" and not a["firing"]
+    assert a["status"] == "resolved"
+    assert not a["firing"]
     assert a["body"]["citation"].startswith("[TH1]")
     assert a["body"]["statistic"] == "sample"
     assert [r["t_ms"] for r in a["body"]["readings"]][-1] == T0 + 7 * STEP
-    outbox = read_transitions(store._conn, 0)  # noqa: SLF001
+    outbox = store.transitions_after(0)
     assert [(t.alert_id, t.transition) for t in outbox if t.alert_id == a["alert_id"]] == [
         (a["alert_id"], TransitionKind.FIRED),
         (a["alert_id"], TransitionKind.RESOLVED),
@@ -96,7 +95,8 @@ def test_qc_gate_keeps_bad_readings_from_city_alerts(
     points = [p for i in range(36) for p in [ph(i, 12.0, flag=flag, label=label), *others(i)]]
     feed(engine, points)
     kinds = {a["kind"] for a in store.all_alerts()}
-    assert "limit_exceedance" not in kinds and "pollution" not in kinds
+    assert "limit_exceedance" not in kinds
+    assert "pollution" not in kinds
     if label == "fault" or flag == 4:
         assert [a["rule"] for a in store.all_alerts()] == [RuleId.SENSOR_FAULT]
 
@@ -148,15 +148,19 @@ def test_silence_raises_one_device_alert_and_a_replay_resolves_it(store: AlertSt
     for k in range(1, 5):  # an hour of passes with nothing arriving
         engine.process([], [], T0 + 12 * STEP + k * 900_000)
     silent = [a for a in store.all_alerts() if a["rule"] == RuleId.DEVICE_SILENT]
-    assert len(silent) == 1 and silent[0]["firing"] and silent[0]["kind"] == "device"
+    assert len(silent) == 1
+    assert silent[0]["firing"]
+    assert silent[0]["kind"] == "device"
     replay = [p for i in range(12, 36) for p in [ph(i, 9.6), *others(i)]]
     engine.process(replay, [], T0 + 36 * STEP + 60_000)
     engine.process([], [], T0 + 36 * STEP + 120_000)
     by_rule = {}
     for a in store.all_alerts():
         by_rule.setdefault(a["rule"], []).append(a)
-    assert len(by_rule[RuleId.DEVICE_SILENT]) == 1 and not by_rule[RuleId.DEVICE_SILENT][0]["firing"]
-    assert len(by_rule[PH_RULE]) == 1 and by_rule[PH_RULE][0]["firing"]
+    assert len(by_rule[RuleId.DEVICE_SILENT]) == 1
+    assert not by_rule[RuleId.DEVICE_SILENT][0]["firing"]
+    assert len(by_rule[PH_RULE]) == 1
+    assert by_rule[PH_RULE][0]["firing"]
 
 
 def test_battery_low_is_a_device_alert(store: AlertStore, manifest: Manifest) -> None:
@@ -166,7 +170,8 @@ def test_battery_low_is_a_device_alert(store: AlertStore, manifest: Manifest) ->
     ]
     engine.process([], statuses, T0 + 10 * STEP)
     alerts = [a for a in store.all_alerts() if a["rule"] == RuleId.BATTERY_LOW]
-    assert len(alerts) == 1 and not alerts[0]["firing"]  # 25 is in the band: held; 35 clears
+    assert len(alerts) == 1
+    assert not alerts[0]["firing"]
 
 
 def test_lifecycle_actions_and_their_transitions(store: AlertStore, manifest: Manifest) -> None:
@@ -180,7 +185,8 @@ def test_lifecycle_actions_and_their_transitions(store: AlertStore, manifest: Ma
     assert store.act(aid, TransitionKind.ASSIGNED, "somchai", T0 + 3, "niran")["assignee"] == "niran"
     store.act(aid, TransitionKind.COMMENTED, "niran", T0 + 4, "sampling team sent")
     closed = store.act(aid, TransitionKind.CLOSED, "niran", T0 + 5, "confirmed by grab sample")
-    assert closed["status"] == "closed" and closed["ack_by"] == "somchai"
+    assert closed["status"] == "closed"
+    assert closed["ack_by"] == "somchai"
     with pytest.raises(ValueError, match="is closed"):
         store.act(aid, TransitionKind.RESOLVED, "niran", T0 + 6)
     with pytest.raises(KeyError):
@@ -188,7 +194,7 @@ def test_lifecycle_actions_and_their_transitions(store: AlertStore, manifest: Ma
     full = store.get(aid)
     assert full is not None
     assert [c["text"] for c in full["comments"]] == ["sampling team sent", "confirmed by grab sample"]
-    kinds = [t.transition for t in read_transitions(store._conn, 0) if t.alert_id == aid]  # noqa: SLF001
+    kinds = [t.transition for t in store.transitions_after(0) if t.alert_id == aid]
     assert kinds == [
         TransitionKind.FIRED,
         TransitionKind.ACKNOWLEDGED,
@@ -208,7 +214,7 @@ def test_an_alert_inside_a_silence_is_recorded_silenced(store: AlertStore, manif
     feed(engine, [p for i in range(6) for p in [ph(i, 9.8), *others(i)]])
     (a,) = [a for a in store.all_alerts() if a["rule"] == PH_RULE]
     assert a["silenced"]
-    (t,) = [t for t in read_transitions(store._conn, 0) if t.alert_id == a["alert_id"]]  # noqa: SLF001
+    (t,) = [t for t in store.transitions_after(0) if t.alert_id == a["alert_id"]]
     assert t.silenced
 
 
@@ -252,11 +258,9 @@ def test_kill_9_mid_run_leaves_exactly_one_alert_per_episode(tmp_path: Path, man
     assert len(expected) == 10
     assert got == expected
     # the outbox has exactly one FIRED per alert
-    fired = [t.alert_id for t in read_transitions(store._conn, 0, 10_000) if t.transition is TransitionKind.FIRED]  # noqa: SLF001
+    fired = [t.alert_id for t in store.transitions_after(0, 10_000) if t.transition is TransitionKind.FIRED]
     assert len(fired) == len(set(fired)) == len(store.all_alerts())
     store.close()
     clean.close()
     with sqlite3.connect(path) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert json.loads(json.dumps(got))  # plain data
-    time.sleep(0)
