@@ -116,7 +116,12 @@ class RuleConfig(BaseModel):
     )
     rolling_min_days: float = Field(default=1.0, gt=0, description="data needed before a rolling statistic counts")
     pollution_for_s: float = Field(default=300.0, ge=0)
-    pollution_clear_for_s: float = Field(default=3600.0, ge=0)
+    pollution_clear_for_s: float = Field(
+        default=6 * 3600.0,
+        ge=0,
+        description="no event label this long ends the episode: a discharge lasts up to 6 h and the detectors adapt "
+        "to its level within 2 h, so its middle readings look normal; a shorter period splits one discharge in two",
+    )
     fault_for_s: float = Field(default=1800.0, ge=0, description="a sensor labelled fault this long")
     fault_clear_for_s: float = Field(default=7200.0, ge=0)
     silent_after_s: float = Field(default=1200.0, gt=0, description="no reading for this long: silent")
