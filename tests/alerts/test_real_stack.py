@@ -11,8 +11,8 @@ alerts of an uninterrupted run, each once.
 from __future__ import annotations
 
 import copy
-import json
 import datetime as dt
+import json
 import os
 import signal
 import sqlite3
@@ -71,7 +71,8 @@ def scenario_manifest() -> dict[str, Any]:
 def deliver(stack: LocalStack, influx: InfluxV1, manifest: Manifest, tmp: Path, start: int, end: int) -> None:
     """Sample, publish, ingest and QC ``[start, end)``."""
     ingest = IngestService(
-        IngestSettings.for_local_stack(stack.config, tmp / "ingest", "alerts-ingest", database=influx.database), manifest
+        IngestSettings.for_local_stack(stack.config, tmp / "ingest", "alerts-ingest", database=influx.database),
+        manifest,
     )
     ingest.start()
     try:
@@ -113,23 +114,25 @@ def wait_for(path: Path, rule: str, timeout_s: float = 60.0) -> None:
     pytest.fail(f"no {rule} alert in {path} after {timeout_s} s")
 
 
-def test_pollution_stuck_probe_and_kill_9_on_the_real_stack(stack: LocalStack, influx: InfluxV1, tmp_path: Path) -> None:
+def test_pollution_stuck_probe_and_kill_9_on_the_real_stack(
+    stack: LocalStack, influx: InfluxV1, tmp_path: Path
+) -> None:
     raw = scenario_manifest()
     manifest = parse_manifest(raw, "scenario")
     manifest_file = tmp_path / "manifest.yaml"
     manifest_file.write_text(yaml.safe_dump(raw, sort_keys=False))
     event = next(
-        e
-        for e in SimulatedFleet(manifest, SEED).sites[SITE].events_between(START, END)
-        if e.kind == "sewage_discharge"
+        e for e in SimulatedFleet(manifest, SEED).sites[SITE].events_between(START, END) if e.kind == "sewage_discharge"
     )
-    assert SPLIT > event.start_ms + HOUR
+    assert event.start_ms + HOUR < SPLIT
 
     # the first 20 h: then the engine runs as `pilotwatch alerts run` and is killed once it has fired
     deliver(stack, influx, manifest, tmp_path, START, SPLIT)
     state = tmp_path / "engine"
     cmd = [sys.executable, "-m", "pilotwatch.cli", "--manifest", str(manifest_file), "alerts", "run"]
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=engine_env(influx, state), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        cmd, cwd=ROOT, env=engine_env(influx, state), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
     try:
         wait_for(state / "alerts.sqlite", "pollution")
     finally:
@@ -140,7 +143,15 @@ def test_pollution_stuck_probe_and_kill_9_on_the_real_stack(stack: LocalStack, i
 
     # the rest of the discharge arrives; the engine restarts
     deliver(stack, influx, manifest, tmp_path, SPLIT, END)
-    done = subprocess.run([*cmd, "--once"], cwd=ROOT, env=engine_env(influx, state), capture_output=True, text=True, timeout=120, check=False)
+    done = subprocess.run(
+        [*cmd, "--once"],
+        cwd=ROOT,
+        env=engine_env(influx, state),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
     got = alerts_in(state / "alerts.sqlite")
 
