@@ -7,6 +7,7 @@ the network.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
@@ -15,8 +16,9 @@ from fastapi import FastAPI, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
+from alerts.settings import STORE_FILE
 from api.keys import KeyStore
-from api.routes import devices, export, health, series, sites
+from api.routes import alerts, devices, export, health, inbox, series, sites
 from api.settings import ApiSettings
 from api.store import ReadingStore
 from pilotwatch import __version__
@@ -62,6 +64,9 @@ def create_app(
         try:
             yield
         finally:
+            if app.state.alerts is not None:
+                app.state.alerts.close()
+                app.state.alerts = None
             influx.close()
 
     app = FastAPI(
@@ -74,6 +79,9 @@ def create_app(
     app.state.settings = settings
     app.state.manifest = loaded
     app.state.keys = KeyStore(settings.keys_file)
+    app.state.alerts = None  # the alert engine's store, opened by the first request that needs it
+    app.state.alerts_lock = threading.Lock()
+    app.state.alerts_path = settings.alerts_state_dir / STORE_FILE
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -92,6 +100,6 @@ def create_app(
             content={"detail": f"InfluxDB at {settings.influx_url} did not answer: {exc}"},
         )
 
-    for module in (health, sites, series, devices, export):
+    for module in (health, sites, series, devices, export, alerts, inbox):
         app.include_router(module.router)
     return app

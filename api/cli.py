@@ -61,6 +61,9 @@ def _settings(args: argparse.Namespace) -> ApiSettings:
     if "keys_file" not in settings.model_fields_set:
         # Neither --keys-file nor PILOTWATCH_API_KEYS_FILE: the keys live in the pilotwatch home (--home).
         settings = settings.model_copy(update={"keys_file": common_settings(args).home / "api-keys.yaml"})
+    if "alerts_state_dir" not in settings.model_fields_set:
+        # The alert engine's store in the same home (`pilotwatch alerts run` puts it there too).
+        settings = settings.model_copy(update={"alerts_state_dir": common_settings(args).home / "alerts"})
     return settings
 
 

@@ -41,6 +41,10 @@ class ApiSettings(BaseSettings):
     ingest_state_dir: Path = Path(".pilotwatch/ingest")
     """Ingest's state folder (its ``PILOTWATCH_INGEST_STATE_DIR``), read for the delivery ledger."""
 
+    alerts_state_dir: Path = Path(".pilotwatch/alerts")
+    """The alert engine's state folder (its ``PILOTWATCH_ALERTS_STATE_DIR``): the API reads and updates alerts
+    and silences in its SQLite store (WAL, so both can write)."""
+
     keys_file: Path = Path(".pilotwatch/api-keys.yaml")
     """YAML or JSON file of hashed API keys (``pilotwatch api keys add`` writes it); the CLI's default is
     ``<PILOTWATCH_HOME>/api-keys.yaml``."""
