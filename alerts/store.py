@@ -448,6 +448,11 @@ class AlertStore:
         with self.transaction() as conn:
             return conn.execute("DELETE FROM silences WHERE id = ?", (sid,)).rowcount > 0
 
+    def last_transition_id(self) -> int:
+        with self._lock:
+            row = self._conn.execute("SELECT max(id) FROM alert_transitions").fetchone()
+        return int(row[0] or 0)
+
     def transitions_after(self, after_id: int, limit: int = 500) -> list[Transition]:
         from pilotwatch.alerting import read_transitions  # noqa: PLC0415  # keeps the import list of the contract short
 

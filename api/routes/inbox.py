@@ -26,7 +26,7 @@ COOKIE = "pilotwatch_inbox"
 
 PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>pilotwatch · alert inbox</title>
-<meta name="viewport" content="width=device-width, initial-scale=1">
+<meta name="viewport" content="width=device-width, initial-scale=1"><link rel="icon" href="data:,">
 <style>
 body {{ font-family: system-ui, sans-serif; margin: 1.5rem; color: #222; }}
 table {{ border-collapse: collapse; width: 100%; }}
@@ -96,8 +96,7 @@ def inbox(
     scope = _scope(manifest, key)
     where, params = scope.sql()
     rows = alerts.query(f"{where} AND status IN ('open', 'acknowledged')", params, limit=500)
-    latest = alerts.transitions_after(0, 1)  # the stream starts after what the page shows
-    after = max((t.id or 0 for t in alerts.transitions_after(0, 1_000_000)), default=0) if latest else 0
+    after = alerts.last_transition_id()  # the page's stream starts after what the page shows
     head = (
         f'<p class="muted">Signed in as {html.escape(key.name)} ({key.role.value}). {len(rows)} open alert(s), '
         'newest first. <form method="post" action="/inbox/logout"><button>Sign out</button></form></p>'
