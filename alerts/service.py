@@ -67,6 +67,12 @@ class AlertService:
         self.store = AlertStore(self.settings.store_path)
         self.engine = Engine(self.manifest, self.store, self.settings.rules)
 
+    @property
+    def client(self) -> InfluxClient:
+        if self._client is None:
+            raise RuntimeError("the alert service is not open; call open() first")
+        return self._client
+
     def close(self) -> None:
         if self._client is not None:
             self._client.close()
