@@ -9,10 +9,11 @@ One local stack (Mosquitto + InfluxDB) carries, all at once:
 - **the live chain**: :class:`ingest.service.IngestService`, the analytics service (``AnalyticsService.step``
   every ``--interval`` s) and the alert engine (``AlertService.step`` every ``--interval`` s), each in a thread of
   this process, as ``pilotwatch ingest run`` / ``analytics run`` / ``alerts run`` would run them.
-- **probes**: a bin's fill sensor (``jkt-kalibaru-bin1``) publishes, one message per probe, a reading above the
-  bin-full threshold (the bench's rules fire on the first such reading: ``bin_for_s = 0``), then a low one that
-  clears it. Per probe the bench polls, every 5 ms, InfluxDB for the reading (the floor: publish → stored) and
-  the alert store for the ``bin.full`` alert of that reading (publish → QC'd by analytics → decided → stored).
+- **probes**: a bin's fill sensor (``jkt-kalibaru-bin1``) publishes, one message per probe stamped now, a
+  reading above the bin-full threshold (the bench's rules fire on the first such reading: ``bin_for_s = 0``),
+  then a low one that clears it. Per probe the bench polls, every 5 ms, InfluxDB for the reading (the floor:
+  publish → stored) and the alert store for the ``bin.full`` alert of that reading (publish → QC'd by analytics
+  → decided → stored).
 
     .venv/bin/python bench/bench_alerts.py [--probes 30] [--rate 20000] [--interval 0.25] [--quick]
 """
@@ -50,7 +51,6 @@ BACKGROUND = ("bkk-pratunam-wq1", "bkk-asok-wq1", "mlk-morten-wq1", "dng-harbour
 PROBE_DEVICE, PROBE_SENSOR = "jkt-kalibaru-bin1", "fill"
 PER_MESSAGE = 100
 DAY_MS = 86_400_000
-GRID_MS = 900_000  # the bin sensor's interval
 
 
 def run_background(port: int, rate: float, stop_file: Path) -> None:
@@ -189,8 +189,6 @@ def main(argv: list[str] | None = None) -> int:  # one scenario, read top to bot
             device.connect(cfg.host, cfg.mqtt_port)
             device.loop_start()
             store_path = root / "alerts" / "alerts.sqlite"
-            now = int(time.time() * 1000)
-            t0 = now - now % GRID_MS - (2 * probes + 4) * GRID_MS
             seq = 0
             floor: list[float] = []
             alert: list[float] = []
@@ -208,7 +206,9 @@ def main(argv: list[str] | None = None) -> int:  # one scenario, read top to bot
 
             where = f"device = '{PROBE_DEVICE}' AND sensor = '{PROBE_SENSOR}'"
             for k in range(probes):
-                t_full, t_low = t0 + 2 * k * GRID_MS, t0 + (2 * k + 1) * GRID_MS
+                # Sample time = now: inside the analytics late window (older readings get no qc point, and the
+                # engine decides only on QC'd readings).
+                t_full = int(time.time() * 1000)
                 sent = publish(t_full, 96.0)
                 stored_at = alerted_at = None
                 deadline = sent + 60
@@ -229,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:  # one scenario, read top to bot
                     raise AssertionError(f"probe {k}: stored {stored_at is not None}, alerted {alerted_at is not None}")
                 floor.append(stored_at - sent)
                 alert.append(alerted_at - sent)
-                publish(t_low, 20.0)  # a collection: clears the alert before the next probe
+                publish(t_full + 1, 20.0)  # a collection: clears the alert before the next probe
                 time.sleep(2 * args.interval + 0.2)
             device.loop_stop()
             device.disconnect()
