@@ -2,10 +2,21 @@
 
 from __future__ import annotations
 
+import random
 import re
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from alerts.backtest import backtest_history
+from alerts.settings import AlertSettings
+from analytics.service import evaluate_window
+from pilotwatch.influx import InfluxV1
+from pilotwatch.manifest import Manifest
+from tests.alerts.test_gap_and_hysteresis import HOUR, START, readings
 
 ROOT = Path(__file__).resolve().parents[2]
 FINAL = re.compile(
@@ -51,3 +62,31 @@ def test_backtest_refuses_an_ambiguous_source() -> None:
     )
     assert done.returncode == 2
     assert "give either --simulate" in done.stderr
+
+
+def test_history_backtest_reads_stored_qc_and_sends_nothing(
+    influx: InfluxV1, manifest: Manifest, tmp_path: Path
+) -> None:
+    assert influx.write_lines(readings(START, START + 6 * HOUR, random.Random(4))).status_code == 204
+    evaluate_window(manifest, influx.url, influx.database, START, START + 6 * HOUR, tmp_path / "qc")
+    score = backtest_history(manifest, influx, START - 1, START + 6 * HOUR)
+    assert score.rows[("limit", "bangkok")].alerts == 1
+    assert not score.has_truth
+    assert "limit" in "\n".join(score.table())
+    assert influx.query("SELECT * FROM alert") == []  # a backtest writes no alert anywhere the live system reads
+
+
+def test_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("PILOTWATCH_ALERTS_INFLUX_URL", "http://influxdb:8086")
+    monkeypatch.setenv("PILOTWATCH_ALERTS_STATE_DIR", str(tmp_path))
+    monkeypatch.setenv("PILOTWATCH_ALERTS_RULES__BIN_FULL_PCT", "85")
+    s = AlertSettings()
+    assert (s.influx_url, s.store_path, s.rules.bin_full_pct) == (
+        "http://influxdb:8086",
+        tmp_path / "alerts.sqlite",
+        85,
+    )
+    with pytest.raises(ValidationError, match="influx_url must start with http"):
+        AlertSettings(influx_url="influxdb:8086")
+    with pytest.raises(ValidationError, match="Extra inputs"):
+        AlertSettings(intervall_s=5)  # type: ignore[call-arg]
