@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from alerts.machine import Condition, Event, EventKind, Machine, Observation, State
-from alerts.rules import Point, Rule, RuleConfig, RuleId, Status, rules_from_manifest
+from alerts.rules import Point, RollingLimit, Rule, RuleConfig, RuleId, Status, rules_from_manifest
 from alerts.store import AlertStore, NewAlert, Silence, alert_id
 from pilotwatch.manifest import Manifest
 from pilotwatch.schema import Measurement, line
@@ -77,10 +77,15 @@ class Engine:
             for c, s, d in manifest.iter_devices()
         }
 
-    @property
-    def context_ms(self) -> int:
-        """How far before the oldest state the engine must replay after a restart (rolling windows)."""
-        return max((r.evaluator.context_ms for r in self.rules if r.evaluator is not None), default=0)
+    def warmups(self) -> list[tuple[str, frozenset[str], int]]:
+        """(parameter, sites, history ms) that rolling statistics need replayed after a start: only their own
+        series, so a restart does not read a month of the whole fleet."""
+        out = []
+        for r in self.rules:
+            ev = r.evaluator
+            if isinstance(ev, RollingLimit):
+                out.append((ev.param, ev.sites, ev.context_ms))
+        return out
 
     # -- one pass ---------------------------------------------------------------------------------------------
     def process(self, points: Iterable[Point], statuses: Iterable[Status], now_ms: int) -> PassReport:

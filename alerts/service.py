@@ -96,9 +96,12 @@ class AlertService:
         assert self.store is not None
         now = int(self._clock() * 1000)
         window = round(self.settings.read_window_s * 1000)
-        # The first pass after a start also replays the history rolling statistics need.
-        since = now - window - (0 if self._warm else self.engine.context_ms)
+        since = now - window
         points = read_points(self._client, since, now)
+        if not self._warm:
+            # The first pass after a start also replays the history rolling statistics need (their series only).
+            for param, sites, context_ms in self.engine.warmups():
+                points += read_points(self._client, since - context_ms, since, param=param, sites=sites)
         statuses = read_statuses(self._client, since, now)
         report = self.engine.process(points, statuses, now)
         self._warm = True

@@ -2,15 +2,17 @@
 
 A reading becomes a :class:`alerts.rules.Point` only once the analytics core has written its ``qc`` point
 (flag, label, anomaly score): the alert engine never decides on a reading QC has not seen. Queries are InfluxQL
-over the v1 HTTP API (:class:`pilotwatch.influx.InfluxV1`), built from integers only.
+over the v1 HTTP API (:class:`pilotwatch.influx.InfluxV1`), built from integers and quoted literals only.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from typing import Any, Protocol
 
 from alerts.rules import Point, Status
+from pilotwatch.influx import quote_literal
 from pilotwatch.schema import SERIES_TAGS, QartodFlag
 
 
@@ -22,16 +24,25 @@ def _key(row: dict[str, Any], tags: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(str(row.get(t) or "") for t in tags)
 
 
-def read_points(client: QueryClient, since_ms: int, until_ms: int) -> list[Point]:
-    """Readings with ``since_ms < t <= until_ms`` that have a ``qc`` point, with its verdict."""
+def read_points(
+    client: QueryClient, since_ms: int, until_ms: int, *, param: str | None = None, sites: Iterable[str] = ()
+) -> list[Point]:
+    """Readings with ``since_ms < t <= until_ms`` that have a ``qc`` point, with its verdict; optionally only one
+    parameter at some sites (the history a rolling statistic needs after a restart)."""
     window = f"time > {int(since_ms)}ms AND time <= {int(until_ms)}ms"
+    if param is not None:
+        window += f" AND param = {quote_literal(param)}"
+        site_list = sorted(sites)
+        if site_list:
+            window += " AND (" + " OR ".join(f"site = {quote_literal(s)}" for s in site_list) + ")"
     group = ", ".join(SERIES_TAGS)
     values: dict[tuple[tuple[str, ...], int], float] = {}
-    for row in client.query(f"SELECT value FROM reading WHERE {window} GROUP BY {group}"):  # noqa: S608  # integers
+    # Built from integers and quote_literal only.
+    for row in client.query(f"SELECT value FROM reading WHERE {window} GROUP BY {group}"):  # noqa: S608
         v = row.get("value")
         values[(_key(row, SERIES_TAGS), int(row["time"]))] = math.nan if v is None else float(v)
     out: list[Point] = []
-    q = f"SELECT flag, label, anomaly_score FROM qc WHERE {window} GROUP BY {group}"  # noqa: S608  # integers
+    q = f"SELECT flag, label, anomaly_score FROM qc WHERE {window} GROUP BY {group}"  # noqa: S608
     for row in client.query(q):
         key = _key(row, SERIES_TAGS)
         t = int(row["time"])

@@ -25,7 +25,7 @@ STEADY = {"temp": ("temperature", 30.0, 0.05), "do": ("do", 2.4, 0.04), "ec": ("
           "turb": ("turbidity", 35.0, 0.8), "orp": ("orp", 60.0, 2.0)}  # fmt: skip
 
 
-def readings(start: int, end: int, rnd: random.Random) -> list[str]:
+def readings(start: int, end: int, rnd: random.Random, do_mean: float | None = None) -> list[str]:
     out = []
     for t in range(start, end, STEP):
         # 9 ± 0.25 over two hours: above the limit (9.0, 9.18 with the guard band) half the time, never back
@@ -33,7 +33,7 @@ def readings(start: int, end: int, rnd: random.Random) -> list[str]:
         ph = 9.0 + 0.25 * math.sin(2 * math.pi * (t - START) / (2 * HOUR)) + rnd.gauss(0, 0.01)
         out.append(line(Measurement.READING, {**TAGS, "sensor": "ph", "param": "ph"}, {"value": round(ph, 3)}, t))
         for sensor, (param, mean, sd) in STEADY.items():
-            value = mean + rnd.gauss(0, sd)
+            value = (do_mean if sensor == "do" and do_mean is not None else mean) + rnd.gauss(0, sd)
             out.append(line(Measurement.READING, {**TAGS, "sensor": sensor, "param": param}, {"value": value}, t))
     return out
 
@@ -83,3 +83,26 @@ def test_oscillation_one_alert_silence_one_alert_replay_changes_nothing(
     assert ph[0]["firing"]
     assert ph[0]["resolved_ms"] is None
     assert not [a for a in alerts if a["kind"] == "pollution"]
+
+
+def test_a_restart_replays_the_history_of_a_rolling_percentile(
+    influx: InfluxV1, manifest: Manifest, tmp_path: Path
+) -> None:
+    """Bangkok's DO limit is a 20th percentile (min 2.0 mg/L) over 30 days, counted once a day of data is in the
+    window. A fresh engine reading only its 6 h window would never see a day; its first pass replays the DO
+    history of the sites under that limit and decides on it, and a restart on the same store adds nothing."""
+    end = START + 30 * HOUR
+    assert influx.write_lines(readings(START, end, random.Random(6), do_mean=1.5)).status_code == 204
+    evaluate_window(manifest, influx.url, influx.database, START, end, tmp_path / "qc")
+    settings = AlertSettings(influx_url=influx.url, database=influx.database, state_dir=tmp_path / "alerts")
+    rule = "limit:th-surface-class4:do"
+    for _ in range(2):
+        with AlertService(settings, manifest, clock=lambda: end / 1000) as engine:
+            engine.step()
+            assert engine.store is not None
+            do = [a for a in engine.store.all_alerts() if a["rule"] == rule]
+        assert len(do) == 1
+        assert do[0]["body"]["statistic"] == "p20"
+        assert do[0]["body"]["window_days"] == 30
+        assert do[0]["value"] < 2.0
+        assert do[0]["fired_ms"] >= START + 24 * HOUR  # a day of data in the window first
