@@ -17,7 +17,9 @@ from alerts.settings import STORE_FILE
 from alerts.store import AlertStore
 from api.app import create_app
 from api.settings import ApiSettings
+from pilotwatch.influx import InfluxV1
 from pilotwatch.manifest import Manifest
+from pilotwatch.schema import line
 from tests.api.conftest import Keys
 
 T0 = 1_788_192_000_000  # 2026-09-01 00:00 UTC
@@ -120,13 +122,23 @@ def test_unknown_alert_is_404_and_no_key_is_401(api: TestClient, keys: Keys) -> 
 
 
 def test_detail_carries_readings_with_qc_flags_and_the_lifecycle(
-    api: TestClient, keys: Keys, decided: dict[str, dict[str, str]]
+    api: TestClient, keys: Keys, decided: dict[str, dict[str, str]], influx: InfluxV1
 ) -> None:
     aid = next(a for a, v in decided.items() if v["kind"] == "limit_exceedance" and v["city"] == "melaka")
+    # the readings behind it, as ingest and analytics stored them
+    tags = {"city": "melaka", "site": "mlk-kampung-morten", "device": "mlk-morten-wq1", "sensor": "ph", "param": "ph"}
+    lines = []
+    for i in range(6):
+        t = T0 + i * STEP
+        lines.append(line("reading", tags, {"value": 9.8, "unit": "pH", "seq": i}, t))
+        lines.append(line("qc", tags, {"flag": 3, "label": "event"}, t))
+    assert influx.write_lines(lines).status_code == 204
     detail = api.get(f"/alerts/{aid}", headers=auth(keys.staff_site)).json()
     assert detail["body"]["readings"][0]["label"] == "event"
     assert detail["body"]["statistic"] == "sample"
     assert [r["sensor"] for r in detail["readings"]] == ["ph"]  # stored readings of the cited sensor
+    stored = detail["readings"][0]["data"]
+    assert [(p["value"], p["qc_flag"]) for p in stored] == [(9.8, 3)] * 6
     acked = api.post(f"/alerts/{aid}/ack", headers=auth(keys.staff_site)).json()
     assert acked["status"] == "acknowledged"
     assert acked["ack_by"] == "staff-morten"
