@@ -27,14 +27,16 @@ class ApiSettings(ServiceSettings):
     ingest_state_dir: Path = Path(".pilotwatch/ingest")
     """Ingest's state folder (its ``PILOTWATCH_INGEST_STATE_DIR``), read for the delivery ledger."""
 
+    alerts_state_dir: Path = Path(".pilotwatch/alerts")
+    """The alert engine's state folder (its ``PILOTWATCH_ALERTS_STATE_DIR``): the API reads and updates alerts
+    and silences in its SQLite store (WAL, so both can write)."""
+
     keys_file: Path = Path(".pilotwatch/api-keys.yaml")
     """YAML or JSON file of hashed API keys (``pilotwatch api keys add`` writes it); the CLI's default is
     ``<PILOTWATCH_HOME>/api-keys.yaml``."""
     manifest: Path | None = None
     """Pilot manifest; empty means ``PILOTWATCH_MANIFEST`` or the shipped default."""
 
-    alerts_db: Path | None = None
-    """The alert engine's SQLite database; acknowledge links append their ACKNOWLEDGED transition to it."""
     ack_link_secret: SecretStr | None = None
     """Key of the notifier's signed acknowledge links (the notifier's ``PILOTWATCH_NOTIFY_ACK_LINK_SECRET``)."""
 
@@ -54,6 +56,7 @@ class ApiSettings(ServiceSettings):
             "keys_file": common.home / "api-keys.yaml",
             "manifest": common.manifest,
             "ingest_state_dir": common.home / "ingest",
+            "alerts_state_dir": common.home / "alerts",
             "influx": stack_influx(stack),
         }
 

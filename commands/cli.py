@@ -27,7 +27,8 @@ COMMAND_MODULES = (
     "firmware_sim.cli",
     "edge.cli",
     "analytics.cli",
-    "notify.cli",  # to be hung under `pilotwatch alerts notify` when the alerts command lands
+    "commands.alerts_cli",
+    "notify.cli",
 )
 
 Handler = Callable[[argparse.Namespace], int]

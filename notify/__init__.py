@@ -8,7 +8,7 @@ Out: e-mails (SMTP with STARTTLS and login), signed JSON webhooks and MQTT messa
 and an event topic), plus a durable record of every delivery, attempt, dead letter, silence hold and escalation
 in the notifier's own SQLite database.
 
-Guarantees (tested against real receivers, see docs/notifications.md):
+Guarantees (tested against real receivers, see docs/alerts.md, "Notifications"):
 
 - Every transition after the fan-out cursor becomes one delivery row per (transition, channel, recipient) in the
   same transaction that advances the cursor, so a crash re-reads at most what it had not yet recorded, and the

@@ -2,7 +2,7 @@
 
 ``test`` sends one test message to every address of a role in a city and prints each outcome (exit 1 if any
 failed); ``deliveries`` and ``deadletter list`` only read the notifier's database, so they work beside a running
-notifier. Settings: ``PILOTWATCH_NOTIFY_*`` (docs/notifications.md); the flags below override the paths.
+notifier. Settings: ``PILOTWATCH_NOTIFY_*`` (docs/alerts.md, "Notifications"); the flags below override the paths.
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
 """What a notification says: the versioned JSON document of webhooks and MQTT events, and the e-mail rendering.
 
-Schema ``pilotwatch.notification/1`` (docs/notifications.md lists every key). Within a major version keys are only
-added, never renamed, removed or retyped; a receiver must ignore keys it does not know. One message carries one or
-more alerts of one city, alert kind and transition (grouping), or a summary of what the hourly cap held back, or
-a test.
+Schema ``pilotwatch.notification/1`` (docs/alerts.md, "Notifications", lists every key). Within a major version
+keys are only added, never renamed, removed or retyped; a receiver must ignore keys it does not know. One message
+carries one or more alerts of one city, alert kind and transition (grouping), or a summary of what the hourly cap
+held back, or a test.
 """
 
 from __future__ import annotations

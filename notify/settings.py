@@ -13,6 +13,7 @@ from typing import Any, Self
 from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
+from pilotwatch.alerting import ALERT_STORE_FILE
 from pilotwatch.manifest import Manifest
 from pilotwatch.settings import CommonSettings, MqttConnection, ServiceSettings, StackConfig, refuse_placeholder
 
@@ -26,7 +27,7 @@ class NotifySettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="PILOTWATCH_NOTIFY_", extra="forbid", env_nested_delimiter="__")
 
     # -- state ----------------------------------------------------------------------------------------------
-    alerts_db: Path = Path(".pilotwatch/alerts/alerts.db")
+    alerts_db: Path = Path(".pilotwatch/alerts") / ALERT_STORE_FILE
     """The alert engine's SQLite database, read for its ``alert_transitions`` outbox."""
     state_db: Path = Path(".pilotwatch/notify/notify.db")
     """The notifier's own database: cursor, deliveries, messages, attempts, dead letters, timers."""
@@ -115,7 +116,7 @@ class NotifySettings(ServiceSettings):
     @classmethod
     def local_defaults(cls, common: CommonSettings, stack: StackConfig | None) -> dict[str, Any]:
         return {
-            "alerts_db": common.home / "alerts" / "alerts.db",
+            "alerts_db": common.home / "alerts" / ALERT_STORE_FILE,
             "state_db": common.home / "notify" / "notify.db",
             "manifest": common.manifest,
         }

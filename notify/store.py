@@ -1,6 +1,6 @@
 """The notifier's durable state: one SQLite database (WAL) of its own, beside the alert engine's.
 
-Tables (docs/notifications.md has the columns):
+Tables (docs/alerts.md, "Notifications" has the columns):
 
 - ``notify_cursor``: the id of the last transition fanned out.
 - ``notify_alerts``: what the notifier knows of each alert (state, when first sent, escalation step reached) for

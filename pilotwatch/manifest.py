@@ -303,7 +303,7 @@ class AlertRoute(Strict):
 
 class Notifications(Strict):
     """Where the notifier finds its recipients: a file beside the manifest, kept out of version control because
-    it holds e-mail addresses and names the secrets of webhooks (see docs/notifications.md)."""
+    it holds e-mail addresses and names the secrets of webhooks (see docs/alerts.md, "Notifications")."""
 
     recipients: str = Field(min_length=1, description="recipients YAML, relative to the manifest's folder")
 

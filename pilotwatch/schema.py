@@ -43,6 +43,7 @@ class Measurement(enum.StrEnum):
     READING = "reading"
     DEVICE_STATUS = "device_status"
     QC = "qc"
+    ALERT = "alert"
 
 
 class FieldType(enum.StrEnum):
@@ -55,6 +56,8 @@ class FieldType(enum.StrEnum):
 SERIES_TAGS: Final = ("city", "site", "device", "sensor", "param")
 """Tags of one sensor's series (``reading`` and ``qc``): identity, in this order wherever a key is a tuple."""
 DEVICE_TAGS: Final = ("city", "site", "device")
+ALERT_TAGS: Final = ("city", "site", "device", "sensor", "kind", "rule")
+"""Tags of an ``alert`` point: where it is, what kind and which rule; one point per alert at its firing time."""
 
 QC_TEST_FIELDS: Final = (
     "gross_range",
@@ -109,6 +112,21 @@ SCHEMA: Final[Mapping[Measurement, MeasurementSpec]] = {
             "label": FieldType.STRING,
         },
         "the analytics core's verdict on one reading: aggregate and per-test QARTOD flags, detector, label",
+    ),
+    Measurement.ALERT: MeasurementSpec(
+        Measurement.ALERT,
+        ALERT_TAGS,
+        {
+            "alert_id": FieldType.STRING,
+            "title": FieldType.STRING,
+            "severity": FieldType.STRING,
+            "status": FieldType.STRING,
+            "firing": FieldType.INTEGER,
+            "silenced": FieldType.INTEGER,
+            "value": FieldType.FLOAT,
+            "resolved_ms": FieldType.INTEGER,
+        },
+        "an alert the alert engine decided, at the sample time it fired; rewritten when its status changes",
     ),
 }
 

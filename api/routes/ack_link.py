@@ -8,7 +8,8 @@ ACKNOWLEDGED transition to the alert engine's outbox in one transaction; the eng
 and reacts to the transition like to any acknowledgement.
 
 Answers: 200 acknowledged; 403 a forged or malformed token; 410 an expired or already used one; 404 an alert the
-engine does not know; 503 when ``PILOTWATCH_API_ALERTS_DB`` or ``PILOTWATCH_API_ACK_LINK_SECRET`` is not set.
+engine does not know (its store: ``PILOTWATCH_API_ALERTS_STATE_DIR``); 503 when ``PILOTWATCH_API_ACK_LINK_SECRET``
+is not set.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from pydantic import BaseModel
 from api.deps import SettingsDep
 from api.settings import ApiSettings
 from pilotwatch.ack_links import RedeemError, RedeemProblem, connect_alerts_db, redeem_ack_token
+from pilotwatch.alerting import ALERT_STORE_FILE
 from pilotwatch.signing import AckClaims, AckTokenError, TokenProblem, verify_ack_token
 
 router = APIRouter(prefix="/ack-link", tags=["alerts"])
@@ -46,11 +48,10 @@ class AckLinkPublic(BaseModel):
 
 
 def _secret(settings: ApiSettings) -> str:
-    if settings.ack_link_secret is None or settings.alerts_db is None:
+    if settings.ack_link_secret is None:
         raise HTTPException(
             status.HTTP_503_SERVICE_UNAVAILABLE,
-            detail="acknowledge links are not configured: set PILOTWATCH_API_ALERTS_DB and"
-            " PILOTWATCH_API_ACK_LINK_SECRET",
+            detail="acknowledge links are not configured: set PILOTWATCH_API_ACK_LINK_SECRET",
         )
     return settings.ack_link_secret.get_secret_value()
 
@@ -80,8 +81,7 @@ def acknowledge(
     token: str, settings: SettingsDep, accept: Annotated[str, Header()] = "application/json"
 ) -> AckLinkPublic | HTMLResponse:
     secret = _secret(settings)
-    assert settings.alerts_db is not None
-    conn = connect_alerts_db(str(settings.alerts_db))
+    conn = connect_alerts_db(str(settings.alerts_state_dir / ALERT_STORE_FILE))
     try:
         redeemed = redeem_ack_token(conn, secret, token)
     except AckTokenError as exc:

@@ -19,7 +19,14 @@ from commands.stack import LocalStack
 from notify.recipients import Recipients, parse_recipients
 from notify.service import Notifier
 from notify.settings import NotifySettings
-from pilotwatch.alerting import Severity, Transition, TransitionKind, append_transition, create_transitions_table
+from pilotwatch.alerting import (
+    ALERT_STORE_FILE,
+    Severity,
+    Transition,
+    TransitionKind,
+    append_transition,
+    create_transitions_table,
+)
 from pilotwatch.manifest import AlertKind, Manifest, parse_manifest
 from pilotwatch.settings import free_port
 from tests.conftest import DEFAULT_MANIFEST
@@ -115,7 +122,8 @@ def transition(
 
 @pytest.fixture
 def engine(tmp_path: Path) -> Iterator[Engine]:
-    e = Engine(tmp_path / "alerts.db")
+    (tmp_path / "alerts").mkdir()
+    e = Engine(tmp_path / "alerts" / ALERT_STORE_FILE)
     yield e
     e.close()
 

@@ -56,7 +56,7 @@ def test_a_forged_token_is_refused(forge: Callable[[str], str]) -> None:
 def api(tmp_path: Path, engine: Engine, manifest: Manifest) -> Iterator[TestClient]:
     settings = ApiSettings(
         keys_file=tmp_path / "keys.yaml",
-        alerts_db=engine.path,
+        alerts_state_dir=engine.path.parent,
         ack_link_secret=ACK_SECRET,
         influx={"url": "http://127.0.0.1:9"},
     )

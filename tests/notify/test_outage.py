@@ -5,7 +5,7 @@ visible in the notifier's attempts and /metrics, and what never arrives is a dea
 The SMTP outage lasts ``PILOTWATCH_TEST_SMTP_OUTAGE_S`` seconds (default 8): the server is really stopped and the
 port refuses connections. The issue's 2 minutes behave the same, only with more attempts, and would take a
 quarter of CI's time budget; run ``PILOTWATCH_TEST_SMTP_OUTAGE_S=120 pytest tests/notify/test_outage.py`` to
-see it (docs/notifications.md has the figures of such a run).
+see it (docs/alerts.md, "Notifications" has the figures of such a run).
 """
 
 from __future__ import annotations
