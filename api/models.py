@@ -219,9 +219,25 @@ class AlertReadingsPublic(Public):
     data: list[SeriesPointPublic]
 
 
+class NotificationPublic(Public):
+    """One notification of the alert to one recipient (the notifier's delivery state)."""
+
+    transition_id: int
+    reason: str
+    step: int
+    channel: str
+    recipient: str
+    status: str
+    attempts: int
+    last_error: str
+    sent: dt.datetime | None
+    idempotency_key: str
+
+
 class AlertDetailPublic(AlertPublic):
     comments: list[CommentPublic]
     readings: list[AlertReadingsPublic]
+    deliveries: list[NotificationPublic]
 
 
 class AlertActionBody(BaseModel):

@@ -37,6 +37,8 @@ class ApiSettings(ServiceSettings):
     manifest: Path | None = None
     """Pilot manifest; empty means ``PILOTWATCH_MANIFEST`` or the shipped default."""
 
+    notify_state_db: Path = Path(".pilotwatch/notify/notify.db")
+    """The notifier's database (its ``PILOTWATCH_NOTIFY_STATE_DB``), read for each alert's deliveries."""
     ack_link_secret: SecretStr | None = None
     """Key of the notifier's signed acknowledge links (the notifier's ``PILOTWATCH_NOTIFY_ACK_LINK_SECRET``)."""
 
@@ -57,6 +59,7 @@ class ApiSettings(ServiceSettings):
             "manifest": common.manifest,
             "ingest_state_dir": common.home / "ingest",
             "alerts_state_dir": common.home / "alerts",
+            "notify_state_db": common.home / "notify" / "notify.db",
             "influx": stack_influx(stack),
         }
 

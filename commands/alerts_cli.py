@@ -18,21 +18,12 @@ from typing import Any
 
 from rich.console import Console
 
-from pilotwatch.common_cli import common_settings
-
-
-def _instant(text: str) -> int:
-    try:
-        moment = dt.datetime.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an ISO 8601 time like 2026-03-01T00:00:00Z, got {text!r}") from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=dt.UTC)
-    return int(moment.timestamp() * 1000)
+from notify.cli import register as register_notify
+from pilotwatch.common_cli import common_settings, moment
 
 
 def register(subparsers: Any) -> None:
-    a = subparsers.add_parser("alerts", help="the alert engine: run it live, or backtest its rules")
+    a = subparsers.add_parser("alerts", help="the alert engine and its notifier: run, backtest, notify")
     actions = a.add_subparsers(dest="action", required=True, metavar="ACTION")
     live = actions.add_parser("run", help="decide and store alerts until Ctrl-C / SIGTERM (PILOTWATCH_ALERTS_*)")
     live.add_argument("--once", action="store_true", help="one pass, then stop")
@@ -46,12 +37,15 @@ def register(subparsers: Any) -> None:
     b.add_argument("--simulate", action="store_true", help="the manifest's simulated fleet with its ground truth")
     b.add_argument("--days", type=float, default=14.0, help="simulated days (with --simulate)")
     b.add_argument("--seed", type=int, default=11, help="simulation seed (with --simulate)")
-    b.add_argument("--start", type=_instant, default=None, metavar="ISO", help="start (default: first baseline day)")
-    b.add_argument("--since", type=_instant, default=None, metavar="ISO", help="history: from this time")
-    b.add_argument("--until", type=_instant, default=None, metavar="ISO", help="history: to this time (default now)")
+    b.add_argument("--start", type=moment, default=None, metavar="ISO", help="start (default: first baseline day)")
+    b.add_argument("--since", type=moment, default=None, metavar="ISO", help="history: from this time")
+    b.add_argument("--until", type=moment, default=None, metavar="ISO", help="history: to this time (default now)")
     b.add_argument("--influx-url")
     b.add_argument("--database")
     b.set_defaults(handler=run_backtest)
+
+    # The notifier's commands hang under `alerts`: `pilotwatch alerts notify run|test|deliveries|deadletter`.
+    register_notify(actions)
 
 
 def service_settings(args: argparse.Namespace) -> Any:

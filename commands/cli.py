@@ -28,7 +28,6 @@ COMMAND_MODULES = (
     "edge.cli",
     "analytics.cli",
     "commands.alerts_cli",
-    "notify.cli",
 )
 
 Handler = Callable[[argparse.Namespace], int]

@@ -1,4 +1,4 @@
-"""``pilotwatch notify run|test|deliveries|deadletter``: run the notifier and look into its database.
+"""``pilotwatch alerts notify run|test|deliveries|deadletter``: run the notifier and look into its database.
 
 ``test`` sends one test message to every address of a role in a city and prints each outcome (exit 1 if any
 failed); ``deliveries`` and ``deadletter list`` only read the notifier's database, so they work beside a running

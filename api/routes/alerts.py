@@ -13,8 +13,10 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
+import sqlite3
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, HTTPException, Query, Request, status
@@ -28,6 +30,7 @@ from api.deps import (
     CurrentKey,
     ManifestDep,
     ScopedAlert,
+    SettingsDep,
     StoreDep,
     from_ms,
     parse_time,
@@ -42,10 +45,12 @@ from api.models import (
     AlertReadingsPublic,
     AlertsPublic,
     CommentPublic,
+    NotificationPublic,
     SeriesPointPublic,
     SilenceCreate,
     SilencePublic,
 )
+from notify.store import deliveries_for_alert
 from pilotwatch.alerting import TransitionKind
 from pilotwatch.manifest import AlertKind, Role
 
@@ -166,7 +171,7 @@ async def alert_stream(  # noqa: PLR0917  # FastAPI passes them by name
 
 
 @router.get("/alerts/{alert_id}", response_model=AlertDetailPublic)
-def get_alert(found: ScopedAlert, store: StoreDep) -> AlertDetailPublic:
+def get_alert(found: ScopedAlert, store: StoreDep, settings: SettingsDep) -> AlertDetailPublic:
     a: dict[str, Any] = dict(found)
     sensors: list[tuple[str, str]] = []
     for r in a["body"].get("readings", []):
@@ -197,7 +202,36 @@ def get_alert(found: ScopedAlert, store: StoreDep) -> AlertDetailPublic:
             CommentPublic(author=c["author"], time=from_ms(int(c["t_ms"])), text=c["text"]) for c in a["comments"]
         ],
         readings=readings,
+        deliveries=_deliveries(settings.notify_state_db, a["alert_id"]),
     )
+
+
+def _deliveries(notify_db: Path, alert_id: str) -> list[NotificationPublic]:
+    """The notifier's deliveries of the alert; none where no notifier has run (its database does not exist)."""
+    if not notify_db.is_file():
+        return []
+    conn = sqlite3.connect(f"file:{notify_db}?mode=ro", uri=True, timeout=5.0)
+    try:
+        views = deliveries_for_alert(conn, alert_id)
+    except sqlite3.OperationalError:  # a notifier that has not created its tables yet
+        return []
+    finally:
+        conn.close()
+    return [
+        NotificationPublic(
+            transition_id=v.transition_id,
+            reason=v.reason,
+            step=v.step,
+            channel=v.channel,
+            recipient=v.recipient,
+            status=v.status,
+            attempts=v.attempts,
+            last_error=v.last_error,
+            sent=None if v.sent_ms is None else from_ms(v.sent_ms),
+            idempotency_key=v.idempotency_key,
+        )
+        for v in views
+    ]
 
 
 def _act(alerts: Any, alert_id: str, what: TransitionKind, who: str, text: str = "") -> AlertPublic:

@@ -41,7 +41,7 @@ def test_notify_test_sends_through_every_channel_of_the_role_and_reports_each(
     mqtt_prefix: str,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    assert main(["notify", "test", "--city", "bangkok", "--role", "operator"]) == 0
+    assert main(["alerts", "notify", "test", "--city", "bangkok", "--role", "operator"]) == 0
     out = capsys.readouterr().out
     assert "bkk-ops@pilot.example" in out
     assert mqtt_prefix in out
@@ -52,7 +52,7 @@ def test_notify_test_sends_through_every_channel_of_the_role_and_reports_each(
     assert webhooks.received.raw == 0  # operators of Bangkok have no webhook; nobody else was sent anything
     # A channel that fails is reported with its error and the exit code says so.
     smtp.stop()
-    assert main(["notify", "test", "--city", "bangkok", "--role", "city_staff"]) == 1
+    assert main(["alerts", "notify", "test", "--city", "bangkok", "--role", "city_staff"]) == 1
     out = capsys.readouterr().out
     assert "bkk-staff-hook" in out
     assert "Connection refused" in out or "ConnectionRefused" in out
@@ -62,7 +62,7 @@ def test_notify_test_sends_through_every_channel_of_the_role_and_reports_each(
 def test_notify_test_for_a_role_without_addresses_is_a_clear_error(
     cli_env: NotifySettings, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main(["notify", "test", "--city", "jakarta", "--role", "city_staff"]) == 2
+    assert main(["alerts", "notify", "test", "--city", "jakarta", "--role", "city_staff"]) == 2
     assert "no address for role city_staff in city 'jakarta'" in capsys.readouterr().err.replace("\n", " ")
 
 
@@ -85,17 +85,17 @@ def test_deliveries_and_dead_letters_are_visible_from_the_command_line(
         )
     finally:
         notifier.close()
-    assert main(["notify", "deliveries", "mlk-cli", "--json"]) == 0
+    assert main(["alerts", "notify", "deliveries", "mlk-cli", "--json"]) == 0
     rows = {r["channel"]: r for r in json.loads(capsys.readouterr().out)}
     assert rows["webhook"]["status"] == "dead"
     assert rows["webhook"]["attempts"] == 2
     assert rows["webhook"]["last_error"].startswith("HTTP 500")
     assert rows["email"]["status"] == "sent"
-    assert main(["notify", "deadletter", "list", "--json"]) == 0
+    assert main(["alerts", "notify", "deadletter", "list", "--json"]) == 0
     (dead,) = json.loads(capsys.readouterr().out)
     assert dead["recipient"] == "mlk-staff-hook"
-    assert main(["notify", "deadletter", "retry", str(dead["id"])]) == 0
-    assert main(["notify", "deadletter", "retry", str(dead["id"])]) == 2
+    assert main(["alerts", "notify", "deadletter", "retry", str(dead["id"])]) == 0
+    assert main(["alerts", "notify", "deadletter", "retry", str(dead["id"])]) == 2
 
 
 def test_a_second_notifier_on_the_same_database_refuses_to_start(cli_env: NotifySettings) -> None:

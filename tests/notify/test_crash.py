@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def _start(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     with log.open("ab") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "commands.cli", "notify", "run"], cwd=ROOT, env=env, stdout=out, stderr=out
+            [sys.executable, "-m", "commands.cli", "alerts", "notify", "run"], cwd=ROOT, env=env, stdout=out, stderr=out
         )
 
 
