@@ -1,0 +1,266 @@
+"""Learn a QC configuration from technicians' labels (``pilotwatch qc tune``).
+
+In: one site's table (one column per parameter, a time column) and, per parameter, a boolean mask of the
+readings a technician labelled anomalous. Out: a :class:`analytics.config.QCConfig` — per parameter the QARTOD
+tests, thresholds and detector settings that maximise F1 on the labels — and a report of how well the choice
+did on data it was not chosen on.
+
+How. For each parameter a menu of *components* is built from the unlabelled (normal) readings of the period:
+gross ranges just outside what normal water did, spike and rate-of-change thresholds at quantiles of normal
+changes, flat-line windows, and detector settings (robust z, time-of-day baseline, drift and the seasonal AR
+forecast at several thresholds). Each component is run once over the whole period; a reading is detected by a
+configuration when any of its components flags it (QARTOD SUSPECT/FAIL, a detector alarm) or it is missing.
+Components are then chosen greedily — the one that raises F1 most, at most one setting per test or detector,
+until nothing raises it — under a scoring rule of :mod:`analytics.scoring` (``pyhydroqc`` by default).
+
+Cross-validation in time, never on the future. The period is cut into ``folds`` consecutive blocks; every
+component is causal (a reading's flag depends on the past and at most the next reading), so scoring block k of
+one run over the period scores it as a detector that had seen only blocks before it. The first block only warms
+the detectors up. The reported cross-validated figure is forward-chaining: the choice made on blocks 2..k is
+scored on block k + 1, for every k, and the counts pooled; the configuration written is the choice made on all
+blocks. A parameter without labels in the period gets only the tests that need none (the widest gross range), so it raises as few alarms as possible.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from analytics import scoring
+from analytics.config import ParameterQC, QCConfig
+from analytics.csvqc import derive_parameter
+from analytics.pipeline import evaluate_parameter
+
+Mask = npt.NDArray[np.bool_]
+F8 = npt.NDArray[np.float64]
+Progress = Callable[[str, int, int], None]
+
+MIN_GAIN = 0.005
+"""A component is added only when it raises F1 by at least this much: a test that barely helps on the labelled
+period mostly adds false alarms on the next one."""
+
+
+@dataclass(frozen=True)
+class Component:
+    """One setting of one test or detector: ``section`` (``qartod``/``detectors``), its ``name`` and params."""
+
+    section: str
+    name: str
+    params: Mapping[str, Any]
+
+    @property
+    def knob(self) -> str:
+        return f"{self.section}.{self.name}"
+
+
+@dataclass
+class ParameterTuning:
+    """The outcome for one parameter: the configuration, what was chosen, and the cross-validated counts."""
+
+    config: ParameterQC
+    chosen: list[Component]
+    cv: scoring.Counts
+    fit: scoring.Counts
+    labelled: int
+    notes: list[str] = field(default_factory=list)
+
+
+def _quantile(x: F8, q: float) -> float:
+    x = x[np.isfinite(x)]
+    return float(np.quantile(x, q)) if x.size else 0.0
+
+
+def candidates(name: str, values: F8, times: npt.NDArray[np.int64], truth: Mask) -> list[Component]:
+    """The menu of components for one parameter, sized from its unlabelled readings."""
+    base, _ = derive_parameter(name, values, times)
+    normal = np.where(truth, np.nan, values)
+    finite = normal[np.isfinite(normal)]
+    out: list[Component] = []
+    if finite.size < 10:
+        return out
+    res = float(base["detectors"].get("robust_z", {}).get("min_scale", 0.0))
+    step = float(base["detectors"].get("drift", {}).get("step", 900.0))
+    lo, hi = float(finite.min()), float(finite.max())
+    spread = max(hi - lo, res, 1e-9)
+    nonneg = lo >= 0
+    for margin in (0.02, 0.05, 0.1, 0.25, 0.5):
+        s_lo, s_hi = lo - margin * spread, hi + margin * spread
+        f_lo, f_hi = lo - (margin + 1.0) * spread, hi + (margin + 1.0) * spread
+        if nonneg:
+            s_lo, f_lo = max(s_lo, 0.0), max(f_lo, 0.0)
+        # one-sided spans too: a season the period did not cover moves one bound, and many sensors fail one way
+        for suspect in ([s_lo, s_hi], [f_lo, s_hi], [s_lo, f_hi]):
+            out.append(Component("qartod", "gross_range", {"fail_span": [f_lo, f_hi], "suspect_span": suspect}))
+    dt = np.diff(times) / 1e9
+    diffs = np.abs(np.diff(normal))
+    ok = np.isfinite(diffs) & (dt > 0)
+    if ok.any():
+        rates = diffs[ok] / dt[ok]
+        for q in (0.999, 0.9999):
+            for mult in (1.0, 2.0, 4.0):
+                thr = max(_quantile(rates, q) * mult, res / step)
+                out.append(Component("qartod", "rate_of_change", {"threshold": thr}))
+    mid = np.abs(normal[1:-1] - (normal[:-2] + normal[2:]) / 2)
+    for q in (0.999, 0.9999):
+        for mult in (1.0, 2.0, 4.0):
+            thr = max(_quantile(mid, q) * mult, res)
+            out.append(Component("qartod", "spike", {"suspect_threshold": thr, "fail_threshold": 3 * thr}))
+    flat = base["qartod"].get("flat_line")
+    if flat is not None:
+        for mult in (1.0, 2.0, 4.0):
+            out.append(
+                Component(
+                    "qartod",
+                    "flat_line",
+                    {**flat, "suspect_threshold": flat["suspect_threshold"] * mult,
+                     "fail_threshold": flat["fail_threshold"] * mult},
+                )
+            )
+    for thr in (6.0, 10.0, 16.0):
+        out.append(Component("detectors", "robust_z", {"min_scale": res, "threshold": thr}))
+    for thr in (8.0, 16.0):
+        out.append(Component("detectors", "drift", {"step": step, "min_scale": res, "threshold": thr}))
+    for thr in (3.0, 4.0, 5.0, 6.0, 8.0, 12.0):
+        for release in (0.5, 0.9):
+            for episode in (6 * 3600.0, 86_400.0, 4 * 86_400.0):
+                params = {
+                    "step": step,
+                    "min_scale": res,
+                    "threshold": thr,
+                    "release": release,
+                    "max_episode": episode,
+                }
+                out.append(Component("detectors", "forecast", params))
+    return out
+
+
+def component_mask(comp: Component, values: F8, times: npt.NDArray[np.int64]) -> Mask:
+    """What one component alone flags (SUSPECT/FAIL or alarm) over the series."""
+    cfg = ParameterQC.model_validate({comp.section: {comp.name: dict(comp.params)}})
+    r = evaluate_parameter(values, times, cfg)
+    return np.asarray(r.anomaly, dtype=bool)
+
+
+def blocks(n: int, folds: int) -> list[tuple[int, int]]:
+    """``folds`` consecutive index ranges covering ``0..n``."""
+    edges = np.linspace(0, n, folds + 1).round().astype(int)
+    return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:], strict=True)]
+
+
+def _counts(rule: str, truth: Mask, pred: Mask, parts: list[tuple[int, int]]) -> scoring.Counts:
+    score = scoring.RULES[rule]
+    total = scoring.Counts()
+    for a, b in parts:
+        total = total + score(truth[a:b], pred[a:b])
+    return total
+
+
+def greedy(
+    masks: list[Mask], comps: list[Component], truth: Mask, base: Mask, parts: list[tuple[int, int]], rule: str
+) -> list[int]:
+    """Indices of the components chosen greedily to maximise F1 on ``parts`` (one per knob)."""
+    chosen: list[int] = []
+    current = base.copy()
+    best = _counts(rule, truth, current, parts).f1
+    while True:
+        used = {comps[i].knob for i in chosen}
+        pick, pick_f1, pick_size = -1, best, 0
+        for i, m in enumerate(masks):
+            if comps[i].knob in used:
+                continue
+            trial = current | m
+            f1 = _counts(rule, truth, trial, parts).f1
+            size = int(trial.sum())
+            if f1 > pick_f1 + (MIN_GAIN if pick < 0 else 1e-9) or (
+                pick >= 0 and abs(f1 - pick_f1) <= 1e-9 and size < pick_size
+            ):
+                pick, pick_f1, pick_size = i, f1, size
+        if pick < 0:
+            return chosen
+        chosen.append(pick)
+        current |= masks[pick]
+        best = pick_f1
+
+
+def tune_parameter(
+    name: str, values: F8, times: npt.NDArray[np.int64], truth: Mask, *, folds: int = 5, rule: str = "pyhydroqc"
+) -> ParameterTuning:
+    """Choose one parameter's configuration on its labels (times sorted; see the module docstring)."""
+    if rule not in scoring.RULES:
+        raise ValueError(f"rule must be one of {sorted(scoring.RULES)}, got {rule!r}")
+    if folds < 3:
+        raise ValueError(f"folds must be at least 3 (one warm-up block and two to cross-validate), got {folds!r}")
+    n = values.shape[0]
+    parts = blocks(n, folds)[1:]
+    base_cfg, _ = derive_parameter(name, values, times)
+    missing = ~np.isfinite(values)
+    labelled = int(truth.sum())
+    quiet: dict[str, Any] = {"qartod": {}, "detectors": {}}
+    if "gross_range" in base_cfg["qartod"]:
+        quiet["qartod"]["gross_range"] = {"fail_span": base_cfg["qartod"]["gross_range"]["fail_span"]}
+    if labelled == 0:
+        cfg = ParameterQC.model_validate(quiet)
+        pred = missing | evaluate_parameter(values, times, cfg).anomaly
+        counts = _counts(rule, truth, pred, parts)
+        return ParameterTuning(cfg, [], counts, counts, 0, [f"{name}: no labels in the period; only fail span"])
+    comps = candidates(name, values, times, truth)
+    masks = [component_mask(c, values, times) for c in comps]
+    cv = scoring.Counts()
+    for k in range(1, len(parts)):
+        picked = greedy(masks, comps, truth, missing, parts[:k], rule)
+        pred = missing.copy()
+        for i in picked:
+            pred |= masks[i]
+        cv = cv + _counts(rule, truth, pred, parts[k : k + 1])
+    picked = greedy(masks, comps, truth, missing, parts, rule)
+    cfg_dict: dict[str, Any] = {"qartod": {}, "detectors": {}}
+    for i in picked:
+        cfg_dict[comps[i].section][comps[i].name] = dict(comps[i].params)
+    if "gross_range" not in cfg_dict["qartod"]:
+        cfg_dict["qartod"]["gross_range"] = quiet["qartod"].get("gross_range")
+        if cfg_dict["qartod"]["gross_range"] is None:
+            del cfg_dict["qartod"]["gross_range"]
+    cfg = ParameterQC.model_validate(cfg_dict)
+    fit_pred = missing | evaluate_parameter(values, times, cfg).anomaly
+    fit = _counts(rule, truth, fit_pred, parts)
+    chosen = [comps[i] for i in picked]
+    note = f"{name}: chose {', '.join(c.knob.split('.')[1] for c in chosen) or 'nothing beyond the fail span'}"
+    return ParameterTuning(cfg, chosen, cv, fit, labelled, [note])
+
+
+def label_mask(column: Any) -> Mask:
+    """A labels column as a mask: labelled when non-empty and not 0 / false."""
+    arr = np.asarray(column, dtype=object)
+    out = np.zeros(arr.shape[0], dtype=bool)
+    for i, v in enumerate(arr):
+        if v is None or (isinstance(v, float) and np.isnan(v)):
+            continue
+        text = str(v).strip().lower()
+        out[i] = text not in ("", "0", "0.0", "false", "nan", "null", "none")
+    return out
+
+
+def tune_site(
+    columns: Mapping[str, F8],
+    times: npt.NDArray[np.int64],
+    truth: Mapping[str, Mask],
+    *,
+    folds: int = 5,
+    rule: str = "pyhydroqc",
+    progress: Progress | None = None,
+) -> tuple[QCConfig, dict[str, ParameterTuning]]:
+    """Tune every parameter with labels; ``times`` sorted epoch ns."""
+    results: dict[str, ParameterTuning] = {}
+    names = [p for p in truth if p in columns]
+    for i, p in enumerate(names):
+        if progress is not None:
+            progress(p, i, len(names))
+        results[p] = tune_parameter(p, columns[p], times, truth[p], folds=folds, rule=rule)
+    if progress is not None:
+        progress("done", len(names), len(names))
+    config = QCConfig(parameters={p: r.config for p, r in results.items()})
+    return config, results
