@@ -86,12 +86,9 @@ def candidates(name: str, values: F8, times: npt.NDArray[np.int64], truth: Mask)
     step = float(base["detectors"].get("drift", {}).get("step", 900.0))
     lo, hi = float(finite.min()), float(finite.max())
     spread = max(hi - lo, res, 1e-9)
-    nonneg = lo >= 0
-    for margin in (0.02, 0.05, 0.1, 0.25, 0.5):
+    for margin in (0.05, 0.1, 0.25, 0.5):
         s_lo, s_hi = lo - margin * spread, hi + margin * spread
         f_lo, f_hi = lo - (margin + 1.0) * spread, hi + (margin + 1.0) * spread
-        if nonneg:
-            s_lo, f_lo = max(s_lo, 0.0), max(f_lo, 0.0)
         # one-sided spans too: a season the period did not cover moves one bound, and many sensors fail one way
         for suspect in ([s_lo, s_hi], [f_lo, s_hi], [s_lo, f_hi]):
             out.append(Component("qartod", "gross_range", {"fail_span": [f_lo, f_hi], "suspect_span": suspect}))
@@ -126,7 +123,7 @@ def candidates(name: str, values: F8, times: npt.NDArray[np.int64], truth: Mask)
         out.append(Component("detectors", "drift", {"step": step, "min_scale": res, "threshold": thr}))
     for thr in (3.0, 4.0, 5.0, 6.0, 8.0, 12.0):
         for release in (0.5, 0.9):
-            for episode in (6 * 3600.0, 86_400.0, 4 * 86_400.0):
+            for episode in (6 * 3600.0, 86_400.0):
                 params = {
                     "step": step,
                     "min_scale": res,
@@ -200,8 +197,13 @@ def tune_parameter(
     missing = ~np.isfinite(values)
     labelled = int(truth.sum())
     quiet: dict[str, Any] = {"qartod": {}, "detectors": {}}
-    if "gross_range" in base_cfg["qartod"]:
-        quiet["qartod"]["gross_range"] = {"fail_span": base_cfg["qartod"]["gross_range"]["fail_span"]}
+    finite = values[np.isfinite(values)]
+    if finite.size:
+        # what the period saw, widened by twice its spread: only the impossible fails (no clamping at 0: water
+        # temperature goes below it, and a period may not have seen the season that does)
+        lo, hi = float(finite.min()), float(finite.max())
+        spread = max(hi - lo, 1e-9)
+        quiet["qartod"]["gross_range"] = {"fail_span": [lo - 2 * spread, hi + 2 * spread]}
     if labelled == 0:
         cfg = ParameterQC.model_validate(quiet)
         pred = missing | evaluate_parameter(values, times, cfg).anomaly
