@@ -74,49 +74,43 @@ def _quantile(x: F8, q: float) -> float:
     return float(np.quantile(x, q)) if x.size else 0.0
 
 
-def candidates(name: str, values: F8, times: npt.NDArray[np.int64], truth: Mask) -> list[Component]:
-    """The menu of components for one parameter, sized from its unlabelled readings."""
-    base, _ = derive_parameter(name, values, times)
-    normal = np.where(truth, np.nan, values)
+def candidates(
+    values: F8, times: npt.NDArray[np.int64], truth: Mask, res: float, step: float, upto: int
+) -> list[Component | None]:
+    """The menu of components for one parameter, sized from its unlabelled readings before index ``upto``.
+
+    The list has the same length and order for every ``upto`` (None where the data before it cannot size a
+    component), so a component is the same recipe in every fold.
+    """
+    normal = np.where(truth[:upto], np.nan, values[:upto])
+    ts = times[:upto]
     finite = normal[np.isfinite(normal)]
-    out: list[Component] = []
-    if finite.size < 10:
-        return out
-    res = float(base["detectors"].get("robust_z", {}).get("min_scale", 0.0))
-    step = float(base["detectors"].get("drift", {}).get("step", 900.0))
-    lo, hi = float(finite.min()), float(finite.max())
+    enough = finite.size >= 10
+    out: list[Component | None] = []
+    lo, hi = (float(finite.min()), float(finite.max())) if enough else (0.0, 0.0)
     spread = max(hi - lo, res, 1e-9)
     for margin in (0.05, 0.1, 0.25, 0.5):
         s_lo, s_hi = lo - margin * spread, hi + margin * spread
         f_lo, f_hi = lo - (margin + 1.0) * spread, hi + (margin + 1.0) * spread
         # one-sided spans too: a season the period did not cover moves one bound, and many sensors fail one way
         for suspect in ([s_lo, s_hi], [f_lo, s_hi], [s_lo, f_hi]):
-            out.append(Component("qartod", "gross_range", {"fail_span": [f_lo, f_hi], "suspect_span": suspect}))
-    dt = np.diff(times) / 1e9
+            span = {"fail_span": [f_lo, f_hi], "suspect_span": suspect}
+            out.append(Component("qartod", "gross_range", span) if enough else None)
+    dt = np.diff(ts) / 1e9
     diffs = np.abs(np.diff(normal))
     ok = np.isfinite(diffs) & (dt > 0)
-    if ok.any():
-        rates = diffs[ok] / dt[ok]
-        for q in (0.999, 0.9999):
-            for mult in (1.0, 2.0, 4.0):
-                thr = max(_quantile(rates, q) * mult, res / step)
-                out.append(Component("qartod", "rate_of_change", {"threshold": thr}))
+    rates = diffs[ok] / dt[ok] if ok.any() else np.zeros(0)
     mid = np.abs(normal[1:-1] - (normal[:-2] + normal[2:]) / 2)
-    for q in (0.999, 0.9999):
+    for q in (0.99, 0.999, 0.9999):
         for mult in (1.0, 2.0, 4.0):
-            thr = max(_quantile(mid, q) * mult, res)
-            out.append(Component("qartod", "spike", {"suspect_threshold": thr, "fail_threshold": 3 * thr}))
-    flat = base["qartod"].get("flat_line")
-    if flat is not None:
-        for mult in (1.0, 2.0, 4.0):
-            out.append(
-                Component(
-                    "qartod",
-                    "flat_line",
-                    {**flat, "suspect_threshold": flat["suspect_threshold"] * mult,
-                     "fail_threshold": flat["fail_threshold"] * mult},
-                )
-            )
+            thr = max(_quantile(rates, q) * mult, res / step)
+            out.append(Component("qartod", "rate_of_change", {"threshold": thr}) if rates.size >= 10 else None)
+            sp = max(_quantile(mid, q) * mult, res)
+            spike = {"suspect_threshold": sp, "fail_threshold": 3 * sp}
+            out.append(Component("qartod", "spike", spike) if enough else None)
+    for hours in (6.0, 12.0, 24.0):
+        flat = {"suspect_threshold": hours * 3600, "fail_threshold": 2 * hours * 3600, "tolerance": res / 2}
+        out.append(Component("qartod", "flat_line", flat))
     for thr in (6.0, 10.0, 16.0):
         out.append(Component("detectors", "robust_z", {"min_scale": res, "threshold": thr}))
     for thr in (8.0, 16.0):
@@ -124,13 +118,7 @@ def candidates(name: str, values: F8, times: npt.NDArray[np.int64], truth: Mask)
     for thr in (3.0, 4.0, 5.0, 6.0, 8.0, 12.0):
         for release in (0.5, 0.9):
             for episode in (6 * 3600.0, 86_400.0):
-                params = {
-                    "step": step,
-                    "min_scale": res,
-                    "threshold": thr,
-                    "release": release,
-                    "max_episode": episode,
-                }
+                params = {"step": step, "min_scale": res, "threshold": thr, "release": release, "max_episode": episode}
                 out.append(Component("detectors", "forecast", params))
     return out
 
@@ -148,38 +136,42 @@ def blocks(n: int, folds: int) -> list[tuple[int, int]]:
     return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:], strict=True)]
 
 
-def _counts(rule: str, truth: Mask, pred: Mask, parts: list[tuple[int, int]]) -> scoring.Counts:
+@dataclass
+class _Fold:
+    truth: Mask
+    base: Mask
+    masks: list[Mask | None]
+
+
+def _score(rule: str, folds: list[_Fold], chosen: list[int], extra: int = -1) -> scoring.Counts:
     score = scoring.RULES[rule]
     total = scoring.Counts()
-    for a, b in parts:
-        total = total + score(truth[a:b], pred[a:b])
+    for f in folds:
+        pred = f.base.copy()
+        for i in [*chosen, extra] if extra >= 0 else chosen:
+            m = f.masks[i]
+            if m is not None:
+                pred |= m
+        total = total + score(f.truth, pred)
     return total
 
 
-def greedy(
-    masks: list[Mask], comps: list[Component], truth: Mask, base: Mask, parts: list[tuple[int, int]], rule: str
-) -> list[int]:
-    """Indices of the components chosen greedily to maximise F1 on ``parts`` (one per knob)."""
+def greedy(folds: list[_Fold], knobs: list[str], rule: str) -> list[int]:
+    """Indices of the components chosen greedily to maximise the pooled F1 over ``folds`` (one per knob)."""
     chosen: list[int] = []
-    current = base.copy()
-    best = _counts(rule, truth, current, parts).f1
+    best = _score(rule, folds, chosen).f1
     while True:
-        used = {comps[i].knob for i in chosen}
-        pick, pick_f1, pick_size = -1, best, 0
-        for i, m in enumerate(masks):
-            if comps[i].knob in used:
+        used = {knobs[i] for i in chosen}
+        pick, pick_f1 = -1, best
+        for i in range(len(knobs)):
+            if knobs[i] in used or all(f.masks[i] is None for f in folds):
                 continue
-            trial = current | m
-            f1 = _counts(rule, truth, trial, parts).f1
-            size = int(trial.sum())
-            if f1 > pick_f1 + (MIN_GAIN if pick < 0 else 1e-9) or (
-                pick >= 0 and abs(f1 - pick_f1) <= 1e-9 and size < pick_size
-            ):
-                pick, pick_f1, pick_size = i, f1, size
+            f1 = _score(rule, folds, chosen, i).f1
+            if f1 > pick_f1 + (MIN_GAIN if pick < 0 else 1e-9):
+                pick, pick_f1 = i, f1
         if pick < 0:
             return chosen
         chosen.append(pick)
-        current |= masks[pick]
         best = pick_f1
 
 
@@ -192,8 +184,9 @@ def tune_parameter(
     if folds < 3:
         raise ValueError(f"folds must be at least 3 (one warm-up block and two to cross-validate), got {folds!r}")
     n = values.shape[0]
-    parts = blocks(n, folds)[1:]
     base_cfg, _ = derive_parameter(name, values, times)
+    res = float(base_cfg["detectors"].get("robust_z", {}).get("min_scale", 0.0))
+    step = float(base_cfg["detectors"].get("drift", {}).get("step", 900.0))
     missing = ~np.isfinite(values)
     labelled = int(truth.sum())
     quiet: dict[str, Any] = {"qartod": {}, "detectors": {}}
@@ -204,33 +197,48 @@ def tune_parameter(
         lo, hi = float(finite.min()), float(finite.max())
         spread = max(hi - lo, 1e-9)
         quiet["qartod"]["gross_range"] = {"fail_span": [lo - 2 * spread, hi + 2 * spread]}
-    if labelled == 0:
+    final = candidates(values, times, truth, res, step, n)
+    if labelled == 0 or not final:
         cfg = ParameterQC.model_validate(quiet)
         pred = missing | evaluate_parameter(values, times, cfg).anomaly
-        counts = _counts(rule, truth, pred, parts)
-        return ParameterTuning(cfg, [], counts, counts, 0, [f"{name}: no labels in the period; only fail span"])
-    comps = candidates(name, values, times, truth)
-    masks = [component_mask(c, values, times) for c in comps]
+        counts = scoring.RULES[rule](truth, pred)
+        return ParameterTuning(cfg, [], counts, counts, labelled, [f"{name}: no labels in the period; only fail span"])
+    knobs = [c.knob for c in final if c is not None]
+    cache: dict[str, Mask] = {}
+
+    def whole(c: Component) -> Mask:
+        key = repr(c)
+        if key not in cache:
+            cache[key] = component_mask(c, values, times)
+        return cache[key]
+
+    fold_data: list[_Fold] = []
+    for a, b in blocks(n, folds)[1:]:
+        comps = candidates(values, times, truth, res, step, a)
+        masks: list[Mask | None] = []
+        for c, f in zip(comps, final, strict=True):
+            if c is None:
+                masks.append(None)
+            elif c.section == "detectors" and c == f:
+                masks.append(whole(c)[a:b])  # causal and sized from nothing in the data: one run serves all folds
+            else:
+                masks.append(component_mask(c, values[:b], times[:b])[a:b])
+        fold_data.append(_Fold(truth[a:b], missing[a:b], masks))
+    final_list = [c for c in final if c is not None]
     cv = scoring.Counts()
-    for k in range(1, len(parts)):
-        picked = greedy(masks, comps, truth, missing, parts[:k], rule)
-        pred = missing.copy()
-        for i in picked:
-            pred |= masks[i]
-        cv = cv + _counts(rule, truth, pred, parts[k : k + 1])
-    picked = greedy(masks, comps, truth, missing, parts, rule)
+    for k in range(1, len(fold_data)):
+        picked = greedy(fold_data[:k], knobs, rule)
+        cv = cv + _score(rule, fold_data[k : k + 1], picked)
+    picked = greedy(fold_data, knobs, rule)
     cfg_dict: dict[str, Any] = {"qartod": {}, "detectors": {}}
     for i in picked:
-        cfg_dict[comps[i].section][comps[i].name] = dict(comps[i].params)
-    if "gross_range" not in cfg_dict["qartod"]:
-        cfg_dict["qartod"]["gross_range"] = quiet["qartod"].get("gross_range")
-        if cfg_dict["qartod"]["gross_range"] is None:
-            del cfg_dict["qartod"]["gross_range"]
+        cfg_dict[final_list[i].section][final_list[i].name] = dict(final_list[i].params)
+    if "gross_range" not in cfg_dict["qartod"] and "gross_range" in quiet["qartod"]:
+        cfg_dict["qartod"]["gross_range"] = quiet["qartod"]["gross_range"]
     cfg = ParameterQC.model_validate(cfg_dict)
-    fit_pred = missing | evaluate_parameter(values, times, cfg).anomaly
-    fit = _counts(rule, truth, fit_pred, parts)
-    chosen = [comps[i] for i in picked]
-    note = f"{name}: chose {', '.join(c.knob.split('.')[1] for c in chosen) or 'nothing beyond the fail span'}"
+    fit = _score(rule, fold_data, picked)
+    chosen = [final_list[i] for i in picked]
+    note = f"{name}: chose {', '.join(c.name for c in chosen) or 'nothing beyond the fail span'}"
     return ParameterTuning(cfg, chosen, cv, fit, labelled, [note])
 
 
