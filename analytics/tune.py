@@ -25,14 +25,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+import pandas as pd
 
 from analytics import scoring
 from analytics.config import ParameterQC, QCConfig
-from analytics.csvqc import derive_parameter
+from analytics.csvqc import derive_parameter, read_table
 from analytics.pipeline import evaluate_parameter
 
 Mask = npt.NDArray[np.bool_]
@@ -109,7 +111,9 @@ def candidates(
             spike = {"suspect_threshold": sp, "fail_threshold": 3 * sp}
             out.append(Component("qartod", "spike", spike) if enough else None)
     for hours in (6.0, 12.0, 24.0):
-        flat = {"suspect_threshold": hours * 3600, "fail_threshold": 2 * hours * 3600, "tolerance": res / 2}
+        # the fail window stays within a day: the live service re-reads one day of context (check_streamable)
+        fail = min(2 * hours, 24.0) * 3600
+        flat = {"suspect_threshold": hours * 3600, "fail_threshold": fail, "tolerance": res / 2}
         out.append(Component("qartod", "flat_line", flat))
     for thr in (6.0, 10.0, 16.0):
         out.append(Component("detectors", "robust_z", {"min_scale": res, "threshold": thr}))
@@ -254,6 +258,18 @@ def label_mask(column: Any) -> Mask:
     return out
 
 
+def summary(results: Mapping[str, ParameterTuning], rule: str) -> list[str]:
+    """One line per parameter: labels, what was chosen, cross-validated and in-period scores."""
+    lines = []
+    for p, r in results.items():
+        chosen = ", ".join(c.name for c in r.chosen) or "fail span only"
+        lines.append(
+            f"{p}: {r.labelled} labelled; {chosen}; cross-validated {rule} P {r.cv.precision:.2f} "
+            f"R {r.cv.recall:.2f} F1 {r.cv.f1:.2f}; on the period F1 {r.fit.f1:.2f}"
+        )
+    return lines
+
+
 def tune_site(
     columns: Mapping[str, F8],
     times: npt.NDArray[np.int64],
@@ -274,3 +290,26 @@ def tune_site(
         progress("done", len(names), len(names))
     config = QCConfig(parameters={p: r.config for p, r in results.items()})
     return config, results
+
+
+def tune_csv(
+    path: Path, time_column: str, labels: str, *, folds: int = 5, rule: str = "pyhydroqc"
+) -> tuple[QCConfig, list[str]]:
+    """Tune on a labelled CSV: parameters are the columns whose label column ``labels.format(param=...)`` exists."""
+    if "{param}" not in labels:
+        raise ValueError(f"--labels must contain '{{param}}', e.g. '{{param}}_qual'; got {labels!r}")
+    frame, times, notes = read_table(path, time_column)
+    header = pd.read_csv(path, nrows=0).columns
+    params = [p for p in frame.columns if labels.format(param=p) in header]
+    if not params:
+        raise ValueError(
+            f"no column of {path} has a label column named by {labels!r}; columns are {list(header)}"
+        )
+    label_cols = [labels.format(param=p) for p in params]
+    raw = pd.read_csv(path, usecols=label_cols, dtype=str, keep_default_na=False)
+    truth = {p: label_mask(raw[labels.format(param=p)].to_numpy()) for p in params}
+    order = np.argsort(times, kind="stable")
+    ts = np.ascontiguousarray(times[order])
+    columns = {p: np.ascontiguousarray(frame[p].to_numpy(dtype=float)[order]) for p in params}
+    config, results = tune_site(columns, ts, {p: t[order] for p, t in truth.items()}, folds=folds, rule=rule)
+    return config, [*notes, *summary(results, rule)]
