@@ -199,6 +199,9 @@ class Labels(_Strict):
 
     agreement_window: float = Field(default=3 * 3600.0, gt=0, description="seconds either side")
     min_agree: int = Field(default=2, ge=2, description="parameters anomalous together for an event")
+    evidence: Literal["point", "episode"] = Field(
+        default="point", description="agreement reading by reading, or over whole episodes (analytics.labels)"
+    )
 
 
 class QCConfig(_Strict):
