@@ -13,8 +13,8 @@ Threshold. The residual scale is an exponentially weighted root mean square of t
 series' own noise. The score is |residual| / (``threshold`` × scale): 1 is the alarm level.
 
 Episodes. A reading that alarms opens an episode. While it lasts the model does not learn and its history holds
-the forecast instead of the reading, so the forecast continues the water's expected path and every reading
-that stays away from it is marked (score at least 1), not only the first. The episode closes when a reading
+the forecast instead of the reading, and the forecast follows the daily cycle (the changes one period earlier) from
+the last normal level, so every reading that stays away from the water's expected path is marked (score at least 1), not only the first. The episode closes when a reading
 comes back within ``release`` × the alarm distance; after ``max_episode`` readings the new level is accepted
 (the history restarts from it). Missing readings are imputed by the forecast for up to ``max_gap`` readings;
 a longer gap restarts the history. With ``step_ns`` > 0 a gap in the timestamps counts as that many missing
@@ -163,8 +163,14 @@ def _step(
     complete = _regressors(hist, ist[0], ist[1], order, lag, phi)
     last = _back(hist, ist[0], 1)
     change = 0.0
-    for a in range(d):
-        change += theta[a] * phi[a]
+    if ist[3] > 0:
+        # inside an episode the forecast runs on its own output: short-term AR terms would extrapolate the
+        # slope at the episode's start, so the path follows yesterday's changes from the last normal level
+        if lag > 0 and ist[1] >= lag + 1:
+            change = phi[order]
+    else:
+        for a in range(d):
+            change += theta[a] * phi[a]
     resid = x - (last + change)
     scale = max(np.sqrt(fst[0]), min_scale, TINY)
     score = abs(resid) / (threshold * scale)
