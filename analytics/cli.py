@@ -53,7 +53,10 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("--folds", type=int, default=5, help="qc tune: consecutive blocks for cross-validation in time")
     p.add_argument(
-        "--rule", choices=("pyhydroqc", "point", "event"), default="pyhydroqc", help="qc tune: the F1 to maximise"
+        "--rule",
+        choices=("pyhydroqc", "point", "event", "balanced"),
+        default="pyhydroqc",
+        help="qc tune: the F1 to maximise (balanced: mean of the PyHydroQC-counted and the point-wise F1)",
     )
     p.add_argument("--config", type=Path, default=None, help="QC config (YAML or JSON); default: derived from the data")
     p.add_argument("--save-config", type=Path, default=None, help="write the config that was used (YAML)")

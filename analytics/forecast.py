@@ -1,4 +1,4 @@
-# ruff: noqa: PLR0917, PLR0913  # Numba kernels take their arrays and scalars positionally; the detector names them.
+# ruff: noqa: PLR0917  # Numba kernels take their arrays and scalars positionally; the detector names them.
 """The model-based detector's kernel: a seasonal autoregressive forecast with a dynamic residual threshold.
 
 Model. Each reading is forecast from its recent past and its daily cycle: the change from the previous reading
@@ -12,9 +12,10 @@ Threshold. The residual scale is an exponentially weighted root mean square of t
 (rate ``scale_alpha``), never below ``min_scale`` (the instrument's resolution): the threshold moves with the
 series' own noise. The score is |residual| / (``threshold`` × scale): 1 is the alarm level.
 
-Episodes. A reading that alarms opens an episode. While it lasts the model does not learn and its history holds
-the forecast instead of the reading, and the forecast follows the daily cycle (the changes one period earlier) from
-the last normal level, so every reading that stays away from the water's expected path is marked (score at least 1), not only the first. The episode closes when a reading
+Episodes. A reading that alarms opens an episode. While it lasts the model does not learn, its history holds
+the forecast instead of the reading, and the forecast follows the daily cycle (the changes one period earlier)
+from the last normal level, so every reading that stays away from the water's expected path is marked (score
+at least 1), not only the first. The episode closes when a reading
 comes back within ``release`` × the alarm distance; after ``max_episode`` readings the new level is accepted
 (the history restarts from it). Missing readings are imputed by the forecast for up to ``max_gap`` readings;
 a longer gap restarts the history. With ``step_ns`` > 0 a gap in the timestamps counts as that many missing
@@ -43,7 +44,7 @@ COV_MAX = 1e4  # bound on the RLS covariance trace per coefficient: no wind-up o
 def _back(hist: np.ndarray, pos: int, j: int) -> float:
     """The value ``j`` readings back (j >= 1) in the ring buffer whose next write position is ``pos``."""
     size = hist.shape[0]
-    return hist[(pos - j) % size]
+    return float(hist[(pos - j) % size])
 
 
 @kernel
@@ -127,7 +128,7 @@ def _step(
     finite = np.isfinite(x)
     if step_ns > 0 and finite:
         if ist[6] == 1:
-            skipped = int(round((t - ist[5]) / step_ns)) - 1
+            skipped = round((t - ist[5]) / step_ns) - 1
             if skipped > max_gap:
                 ist[1] = 0
                 ist[3] = 0
@@ -172,8 +173,8 @@ def _step(
         for a in range(d):
             change += theta[a] * phi[a]
     resid = x - (last + change)
-    scale = max(np.sqrt(fst[0]), min_scale, TINY)
-    score = abs(resid) / (threshold * scale)
+    scale = max(float(np.sqrt(fst[0])), min_scale, TINY)
+    score = float(abs(resid) / (threshold * scale))
     if ist[2] < grace:
         score = 0.0
     elif ist[3] > 0:

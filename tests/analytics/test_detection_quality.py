@@ -91,7 +91,8 @@ def test_pyhydroqc_rule_matches_the_slow_reference(seed: int) -> None:
 def test_pooled_counts_and_bad_input() -> None:
     total = scoring.Counts(3, 1, 0) + scoring.Counts(1, 1, 2)
     assert total == scoring.Counts(4, 2, 2)
-    assert total.precision == pytest.approx(4 / 6) and total.recall == pytest.approx(4 / 6)
+    assert total.precision == pytest.approx(4 / 6)
+    assert total.recall == pytest.approx(4 / 6)
     with pytest.raises(ValueError, match="equal length"):
         scoring.pointwise(np.zeros(3, bool), np.zeros(4, bool))
 
@@ -249,7 +250,8 @@ def test_episode_support_labels_whole_confirmed_episodes_as_events() -> None:
     b[15:22] = True
     a[40:43] = True  # a alone later: a sensor fault
     support = episode_support({"a": a, "b": b}, times, 900.0)
-    assert (support["a"][10:20] == 2).all() and (support["a"][40:43] == 1).all()
+    assert (support["a"][10:20] == 2).all()
+    assert (support["a"][40:43] == 1).all()
     assert (support["a"][~a] == 0).all()
     flags = {p: np.where(np.zeros(n, dtype=bool), 4, 1).astype(np.uint8) for p in "ab"}
     kw = {"agreement_window": 900.0, "min_agree": 2}
