@@ -11,7 +11,8 @@ Two configurations per file:
 
 - ``defaults``: what ``pilotwatch qc`` derives from the whole file by itself (no labels), scored on the whole
   file;
-- ``tune``: ``analytics.tune`` on the labels of the first ``--split`` of the file (there is one file per site,
+- ``tune`` (LRO only; other labelled sets stay aside for independent scoring): ``analytics.tune`` on the
+  labels of the first ``--split`` of the file (there is one file per site,
   so training and scoring are different stretches of time), then the whole file is evaluated with the tuned
   configuration (detectors warm up on the training stretch, which is the past) and only the later stretch is
   scored.
@@ -47,6 +48,9 @@ ROOT = Path(__file__).resolve().parents[2] / "shared" / "data"
 LRO_PARAMS = ("temp", "cond", "ph", "do", "turb", "stage")
 ODD_PARAMS = ("Level", "Cond", "Tur")
 PYHYDROQC_PARAMS = ("temp", "cond", "ph", "do")
+TUNED = ("lro",)
+"""Data sets ``tune`` runs on. The Sandy Creek / Pioneer River files are scored with the unsupervised defaults
+only: other labelled sets stay aside for independent scoring, so nothing is tuned on them."""
 
 PUBLISHED: dict[tuple[str, str], tuple[int, int, int]] = {
     # (site, param): (TP, FN, FP), PyHydroQC-counted, combined ARIMA + LSTM detection ("aggregate")
@@ -158,20 +162,25 @@ def main() -> None:
             split = round(n * args.split)
             default_cfg, _ = derive_config(pd.DataFrame(values), times)
             default_pred = detected(values, times, default_cfg)
+            for p in values:
+                d = score_all(truth[p], default_pred[p])
+                rows["defaults"].append((site, p, d))
+                print(f"{site:<19}{p:<6}{'defaults':<9}{int(truth[p].sum()):>6}{fmt(d)}")
+            if set_name not in TUNED:
+                continue
             train = {p: v[:split] for p, v in values.items()}
             tuned_cfg, _ = tune_site(train, times[:split], {p: t[:split] for p, t in truth.items()}, rule=args.rule)
             tuned_pred = detected(values, times, tuned_cfg)
             for p in values:
-                d = score_all(truth[p], default_pred[p])
                 t = score_all(truth[p][split:], tuned_pred[p][split:])
-                rows["defaults"].append((site, p, d))
                 rows["tune"].append((site, p, t))
-                print(f"{site:<19}{p:<6}{'defaults':<9}{int(truth[p].sum()):>6}{fmt(d)}")
-                print(f"{'':<19}{'':<6}{'tune':<9}{int(truth[p][split:].sum()):>6}{fmt(t)}")
+                print(f"{site:<19}{p:<6}{'tune':<9}{int(truth[p][split:].sum()):>6}{fmt(t)}")
         for which, selection in (("all", None), ("t/c/ph/do", PYHYDROQC_PARAMS)):
             if set_name != "lro" and selection is not None:
                 continue
             for config, series in rows.items():
+                if not series:
+                    continue
                 chosen = [s for s in series if selection is None or s[1] in selection]
                 pooled = {r: sum((s[2][r] for s in chosen), scoring.Counts()) for r in scoring.RULES}
                 labelled = [s for s in chosen if s[2]["point"].tp + s[2]["point"].fn > 0]
