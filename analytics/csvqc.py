@@ -97,6 +97,10 @@ TARGET_EPISODES_PER_WEEK = 1.0
 """The unsupervised defaults' false-alarm budget: the forecast detector's threshold is the lowest that raises at
 most this many anomalous episodes a week on the series itself (so on data with no anomalies, at most this)."""
 
+DEFAULT_MAX_EPISODE_S = 6 * 3600.0
+"""The defaults' forecast episodes accept a new level after 6 h: a longer open episode mostly marks readings
+after a lasting change (a recalibration, a new season) that nobody would call anomalous."""
+
 FORECAST_THRESHOLDS = (4.0, 5.0, 6.0, 8.0, 10.0, 12.0, 16.0, 24.0, 32.0, 48.0)
 """The thresholds (residual scales) the calibration tries, lowest first; the last is used if none meets it."""
 
@@ -110,7 +114,7 @@ def calibrate_forecast(
     ns = np.ascontiguousarray(times).view("datetime64[ns]")
     counts = []
     for threshold in FORECAST_THRESHOLDS:
-        d = SeasonalARDetector(step=step, min_scale=res, threshold=threshold)
+        d = SeasonalARDetector(step=step, min_scale=res, threshold=threshold, max_episode=DEFAULT_MAX_EPISODE_S)
         alarm = np.nan_to_num(d.score_many(x, ns)) >= 1.0
         counts.append(int(np.count_nonzero(alarm[1:] & ~alarm[:-1]) + int(alarm[:1].sum())))
     for i, threshold in enumerate(FORECAST_THRESHOLDS):
@@ -159,7 +163,12 @@ def derive_parameter(
             "flat_line": {"suspect_threshold": flat_suspect, "fail_threshold": 3 * flat_suspect, "tolerance": res / 2},
         },
         "detectors": {
-            "forecast": {"step": step, "min_scale": res, "threshold": threshold},
+            "forecast": {
+                "step": step,
+                "min_scale": res,
+                "threshold": threshold,
+                "max_episode": DEFAULT_MAX_EPISODE_S,
+            },
         },
     }
     notes = [
