@@ -177,6 +177,26 @@ def test_defaults_do_not_flag_a_quantised_steady_series() -> None:
     assert scoring.eventwise(truth, flagged).recall == 1.0
 
 
+@pytest.mark.parametrize("seed", [4, 5])
+def test_defaults_keep_the_false_alarm_budget_on_clean_data(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    n = 96 * 7 * 6  # six weeks of 15-minute readings: a daily cycle, a slow drift, heavy-tailed noise
+    times = np.datetime64("2024-02-01", "ns") + np.arange(n) * np.timedelta64(900, "s")
+    trend = 7 + 0.8 * np.sin(np.arange(n) * 2 * np.pi / 96) + np.linspace(0, 0.5, n)
+    x = np.round(trend + 0.03 * rng.standard_t(3, n), 2)
+    config, notes = derive_config(pd.DataFrame({"ph": x}), times.view(np.int64))
+    flagged = {}
+    for name, cfg in (("derived", config), ("fixed", None)):
+        if cfg is None:  # the same configuration with the lowest threshold the calibration tries
+            raw = config.parameters["ph"].model_dump()
+            raw["detectors"]["forecast"]["threshold"] = 4.0
+            cfg = QCConfig.model_validate({"parameters": {"ph": raw}})
+        res = evaluate_site({"ph": x}, times, cfg).parameters["ph"]
+        flagged[name] = np.isin(res.flag, (QartodFlag.SUSPECT, QartodFlag.FAIL)) | res.anomaly
+    assert len(scoring.runs(flagged["fixed"])) > 6  # the noise would raise more than one alarm a week
+    assert len(scoring.runs(flagged["derived"])) <= 6, notes  # the calibrated defaults keep to one a week
+
+
 # ------------------------------------------------------------------------------------------------ tune
 def labelled_csv(tmp_path: Path, days: int = 30) -> tuple[Path, np.ndarray]:
     rng = np.random.default_rng(11)
