@@ -185,12 +185,11 @@ def test_defaults_keep_the_false_alarm_budget_on_clean_data(seed: int) -> None:
     trend = 7 + 0.8 * np.sin(np.arange(n) * 2 * np.pi / 96) + np.linspace(0, 0.5, n)
     x = np.round(trend + 0.03 * rng.standard_t(3, n), 2)
     config, notes = derive_config(pd.DataFrame({"ph": x}), times.view(np.int64))
+    raw = config.parameters["ph"].model_dump()
+    raw["detectors"]["forecast"]["threshold"] = 4.0  # the lowest threshold the calibration tries
+    fixed = QCConfig.model_validate({"parameters": {"ph": raw}})
     flagged = {}
-    for name, cfg in (("derived", config), ("fixed", None)):
-        if cfg is None:  # the same configuration with the lowest threshold the calibration tries
-            raw = config.parameters["ph"].model_dump()
-            raw["detectors"]["forecast"]["threshold"] = 4.0
-            cfg = QCConfig.model_validate({"parameters": {"ph": raw}})
+    for name, cfg in (("derived", config), ("fixed", fixed)):
         res = evaluate_site({"ph": x}, times, cfg).parameters["ph"]
         flagged[name] = np.isin(res.flag, (QartodFlag.SUSPECT, QartodFlag.FAIL)) | res.anomaly
     assert len(scoring.runs(flagged["fixed"])) > 6  # the noise would raise more than one alarm a week
