@@ -20,7 +20,9 @@ Two configurations per file:
 Scoring rules (``analytics.scoring``): point-wise (P/R/F1), event-wise (eP/eR/eF1: runs of labelled readings
 found; runs of detections touching a label) and PyHydroQC's counting (hP/hR/hF1; Jones, Jones & Horsburgh
 2022, ``anomaly_utilities.py``). Pooled figures add the counts of every series; medians are over the series
-with labels in the scored stretch.
+with labels in the scored stretch. Multivariate evidence: the share of the defaults' anomalous readings that are
+labelled, for episodes one parameter raised alone and for episodes several parameters confirmed
+(``ParameterResult.support``).
 
 Published: PUBLISHED holds the PyHydroQC paper's combined ARIMA+LSTM detection figures, read from the counts
 in the pyhydroqc repository's ``Examples/Plotting/cm_table_plot.py`` (2014-2019 data, temp/cond/pH/DO at six
@@ -41,7 +43,7 @@ import pandas as pd
 from analytics import scoring
 from analytics.config import QCConfig
 from analytics.csvqc import derive_config
-from analytics.pipeline import evaluate_site
+from analytics.pipeline import SiteResult, evaluate_site
 from analytics.tune import OBJECTIVES, tune_site
 
 ROOT = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -128,8 +130,22 @@ def oddwater(root: Path) -> Iterator[tuple[str, dict[str, np.ndarray], np.ndarra
 
 
 def detected(values: dict[str, np.ndarray], times: np.ndarray, config: QCConfig) -> dict[str, np.ndarray]:
-    res = evaluate_site(values, times.view("datetime64[ns]"), config)
-    return {p: np.isin(r.flag, (3, 4, 9)) | r.anomaly for p, r in res.parameters.items()}
+    return {p: np.isin(r.flag, (3, 4, 9)) | r.anomaly for p, r in evaluate(values, times, config).parameters.items()}
+
+
+def evaluate(values: dict[str, np.ndarray], times: np.ndarray, config: QCConfig) -> SiteResult:
+    return evaluate_site(values, times.view("datetime64[ns]"), config)
+
+
+def add_support(result: SiteResult, truth: dict[str, np.ndarray], into: dict[str, list[int]]) -> None:
+    """Per evidence level, [labelled readings, readings, episodes] of the anomalous readings whose episode one
+    parameter raised alone (``alone``) or several confirmed (``confirmed``)."""
+    for p, r in result.parameters.items():
+        for level, mask in (("alone", r.support == 1), ("confirmed", r.support >= 2)):
+            row = into.setdefault(level, [0, 0, 0])
+            row[0] += int((mask & truth[p]).sum())
+            row[1] += int(mask.sum())
+            row[2] += len(scoring.runs(mask))
 
 
 def score_all(truth: np.ndarray, pred: np.ndarray) -> dict[str, scoring.Counts]:
@@ -157,11 +173,14 @@ def main() -> None:
             continue
         print(f"\n== {set_name} ==\n{head}\n{'-' * len(head)}")
         rows: dict[str, list[tuple[str, str, dict[str, scoring.Counts]]]] = {"defaults": [], "tune": []}
+        support: dict[str, list[int]] = {}
         for site, values, times, truth in reader(args.data):
             n = times.shape[0]
             split = round(n * args.split)
             default_cfg, _ = derive_config(pd.DataFrame(values), times)
-            default_pred = detected(values, times, default_cfg)
+            default_res = evaluate(values, times, default_cfg)
+            default_pred = {p: np.isin(r.flag, (3, 4, 9)) | r.anomaly for p, r in default_res.parameters.items()}
+            add_support(default_res, truth, support)
             for p in values:
                 d = score_all(truth[p], default_pred[p])
                 rows["defaults"].append((site, p, d))
@@ -188,6 +207,11 @@ def main() -> None:
                 print(f"pooled {which:<16}{config:<9}{'':>6}{fmt(pooled)}")
                 med = "".join(f"{'':>12}{medians[r]:>6.2f}" for r in ("point", "event", "pyhydroqc"))
                 print(f"median F1 {which:<13}{config:<9}{len(labelled):>6}{med}")
+        for level, (n_labelled, readings, episodes) in support.items():
+            print(
+                f"defaults, episodes {level:<9}: {readings} anomalous readings in {episodes} episodes, "
+                f"{n_labelled / max(readings, 1):.2f} of them labelled"
+            )
     print("\npublished (PyHydroQC paper, combined ARIMA+LSTM, PyHydroQC-counted, 2014-2019, temp/cond/ph/do):")
     for line in published():
         print(f"  {line}")
