@@ -37,7 +37,9 @@ def register(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "qc",
         help="QARTOD QC, anomaly detection and fault/event labels for a CSV file",
-        description="Run QC and detection on a logger download or an export (one column per parameter).",
+        description="Run QC and detection on a logger download or an export (one column per parameter). "
+        "'pilotwatch qc tune FILE --time-column T --labels {param}_qual --out CONFIG.yaml' instead learns a "
+        "configuration from a technician-labelled file (docs/qc.md).",
     )
     p.add_argument("input", type=Path, metavar="INPUT.csv", help="the file, or 'tune' followed by the labelled file")
     p.add_argument("labelled", type=Path, nargs="?", default=None, help=argparse.SUPPRESS)
@@ -204,6 +206,8 @@ def run_tune(args: argparse.Namespace) -> int:
         raise ValueError("qc tune needs the labelled file: pilotwatch qc tune INPUT.csv --labels '{param}_qual' ...")
     if args.labels is None:
         raise ValueError("qc tune needs --labels, the label column of each parameter, e.g. '{param}_qual'")
+    if args.config is not None or args.save_config is not None:
+        raise ValueError("qc tune writes its config to --out; --config and --save-config are for 'pilotwatch qc'")
     err = Console(stderr=True, soft_wrap=True)
     config, lines = tune_csv(args.labelled, args.time_column, args.labels, folds=args.folds, rule=args.rule)
     header = "".join(f"# {line}\n" for line in [f"pilotwatch qc tune {args.labelled.name} ({args.rule} F1)", *lines])
