@@ -186,7 +186,7 @@ def greedy(folds: list[_Fold], knobs: list[str], rule: str) -> list[int]:
         used = {knobs[i] for i in chosen}
         pick, pick_f1 = -1, best
         for i in range(len(knobs)):
-            if knobs[i] in used or all(f.masks[i] is None for f in folds):
+            if not knobs[i] or knobs[i] in used or all(f.masks[i] is None for f in folds):
                 continue
             f1 = _objective(rule, folds, chosen, i)
             if f1 > pick_f1 + (MIN_GAIN if pick < 0 else 1e-9):
@@ -208,8 +208,9 @@ def tune_parameter(
         raise ValueError(f"folds must be at least 3 (one warm-up block and two to cross-validate), got {folds!r}")
     n = values.shape[0]
     base_cfg, _ = derive_parameter(name, values, times)
-    res = float(base_cfg["detectors"].get("robust_z", {}).get("min_scale", 0.0))
-    step = float(base_cfg["detectors"].get("drift", {}).get("step", 900.0))
+    derived = base_cfg["detectors"].get("forecast", {})
+    res = float(derived.get("min_scale", 0.0))  # the instrument's resolution, as the data shows it
+    step = float(derived.get("step", 900.0))  # the median sampling interval
     missing = ~np.isfinite(values)
     labelled = int(truth.sum())
     quiet: dict[str, Any] = {"qartod": {}, "detectors": {}}
@@ -221,14 +222,15 @@ def tune_parameter(
         spread = max(hi - lo, 1e-9)
         quiet["qartod"]["gross_range"] = {"fail_span": [lo - 2 * spread, hi + 2 * spread]}
     final = candidates(values, times, truth, res, step, n)
-    if labelled == 0 or not final:
+    if labelled == 0 or all(c is None for c in final):
         cfg = ParameterQC.model_validate(quiet)
         pred = missing | evaluate_parameter(values, times, cfg).anomaly
         counts = scoring.RULES[shown](truth, pred)
         point = scoring.pointwise(truth, pred)
         note = f"{name}: no labels in the period; only fail span"
         return ParameterTuning(cfg, [], counts, counts, labelled, point, point, [note])
-    knobs = [c.knob for c in final if c is not None]
+    # a component the whole period cannot size is never offered (its knob is empty)
+    knobs = [c.knob if c is not None else "" for c in final]
     cache: dict[str, Mask] = {}
 
     def whole(c: Component) -> Mask:
@@ -249,7 +251,6 @@ def tune_parameter(
             else:
                 masks.append(component_mask(c, values[:b], times[:b])[a:b])
         fold_data.append(_Fold(truth[a:b], missing[a:b], masks))
-    final_list = [c for c in final if c is not None]
     cv = cv_point = scoring.Counts()
     for k in range(1, len(fold_data)):
         picked = greedy(fold_data[:k], knobs, rule)
@@ -257,14 +258,14 @@ def tune_parameter(
         cv_point = cv_point + _score("point", fold_data[k : k + 1], picked)
     picked = greedy(fold_data, knobs, rule)
     cfg_dict: dict[str, Any] = {"qartod": {}, "detectors": {}}
-    for i in picked:
-        cfg_dict[final_list[i].section][final_list[i].name] = dict(final_list[i].params)
+    chosen = [c for c in (final[i] for i in picked) if c is not None]
+    for c in chosen:
+        cfg_dict[c.section][c.name] = dict(c.params)
     if "gross_range" not in cfg_dict["qartod"] and "gross_range" in quiet["qartod"]:
         cfg_dict["qartod"]["gross_range"] = quiet["qartod"]["gross_range"]
     cfg = ParameterQC.model_validate(cfg_dict)
     fit = _score(shown, fold_data, picked)
     fit_point = _score("point", fold_data, picked)
-    chosen = [final_list[i] for i in picked]
     note = f"{name}: chose {', '.join(c.name for c in chosen) or 'nothing beyond the fail span'}"
     return ParameterTuning(cfg, chosen, cv, fit, labelled, cv_point, fit_point, [note])
 
