@@ -10,17 +10,15 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
-import httpx
-from fastapi import FastAPI, Request, status
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi import FastAPI
 
+from api import errors
 from api.keys import KeyStore
 from api.routes import devices, export, health, series, sites
 from api.settings import ApiSettings
 from api.store import ReadingStore
 from pilotwatch import __version__
-from pilotwatch.influx import InfluxQueryError, InfluxV1
+from pilotwatch.influx import InfluxV1
 from pilotwatch.manifest import Manifest, load_manifest
 
 InfluxFactory = Callable[[ApiSettings], InfluxV1]
@@ -35,16 +33,6 @@ def influx_from_settings(settings: ApiSettings) -> InfluxV1:
         password=settings.influx_password.get_secret_value() if settings.influx_password else None,
         timeout_s=settings.influx_timeout_s,
     )
-
-
-def _describe_validation(exc: RequestValidationError) -> str:
-    """One line per problem that names the parameter: ``query parameter 'limit': Input should be ...``."""
-    parts = []
-    for error in exc.errors():
-        loc = [str(p) for p in error.get("loc", ())]
-        where = f"{loc[0]} parameter {loc[-1]!r}" if len(loc) >= 2 else (loc[0] if loc else "request")
-        parts.append(f"{where}: {error.get('msg', 'invalid')}")
-    return "; ".join(parts)
 
 
 def create_app(
@@ -70,28 +58,17 @@ def create_app(
         description="Live site data, device health and evaluation exports of the city pilots. "
         "Send the key from `pilotwatch api keys add` in the X-API-Key header.",
         lifespan=lifespan,
+        # No redirect from /sites/ to /sites: Starlette builds that Location from the Host header, so a forged
+        # Host would make the API send clients elsewhere. A path with a trailing slash is simply unknown (404).
+        redirect_slashes=False,
     )
     app.state.settings = settings
     app.state.manifest = loaded
     app.state.keys = KeyStore(settings.keys_file)
 
-    @app.exception_handler(RequestValidationError)
-    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-        return JSONResponse(
-            status_code=status.HTTP_422_UNPROCESSABLE_CONTENT, content={"detail": _describe_validation(exc)}
-        )
-
-    @app.exception_handler(InfluxQueryError)
-    async def influx_error(request: Request, exc: InfluxQueryError) -> JSONResponse:
-        return JSONResponse(status_code=status.HTTP_502_BAD_GATEWAY, content={"detail": f"InfluxDB: {exc}"})
-
-    @app.exception_handler(httpx.HTTPError)
-    async def influx_unreachable(request: Request, exc: httpx.HTTPError) -> JSONResponse:
-        return JSONResponse(
-            status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
-            content={"detail": f"InfluxDB at {settings.influx_url} did not answer: {exc}"},
-        )
-
-    for module in (health, sites, series, devices, export):
-        app.include_router(module.router)
+    errors.install(app)
+    app.include_router(health.router)
+    for module in (sites, series, devices, export):
+        # Every keyed route can answer 401 and 503 (keys file unreadable); each route adds its own codes.
+        app.include_router(module.router, responses=errors.error_responses(*errors.KEYED))
     return app

@@ -8,6 +8,7 @@ from typing import Any
 from fastapi import APIRouter
 
 from api.deps import ScopedDevice, SettingsDep, StoreDep, from_ms
+from api.errors import READS, error_responses
 from api.models import DeliveryPublic, DeviceHealthPublic
 from ingest.ledger import read_ledger
 
@@ -24,7 +25,7 @@ def _int(row: dict[str, Any] | None, name: str) -> int | None:
     return None if value is None else int(value)
 
 
-@router.get("/{device_id}/health", response_model=DeviceHealthPublic)
+@router.get("/{device_id}/health", response_model=DeviceHealthPublic, responses=error_responses(*READS))
 def device_health(store: StoreDep, scoped: ScopedDevice) -> DeviceHealthPublic:
     device_id = scoped.device.id
     status_row = store.device_status(device_id)
@@ -51,7 +52,7 @@ def device_health(store: StoreDep, scoped: ScopedDevice) -> DeviceHealthPublic:
     )
 
 
-@router.get("/{device_id}/delivery", response_model=DeliveryPublic)
+@router.get("/{device_id}/delivery", response_model=DeliveryPublic, responses=error_responses(403, 404))
 def device_delivery(settings: SettingsDep, scoped: ScopedDevice) -> DeliveryPublic:
     device_id = scoped.device.id
     ledger = next((entry for entry in read_ledger(settings.ingest_state_dir) if entry.device == device_id), None)

@@ -5,23 +5,34 @@ Each row carries the sample time (UTC), the site's role, the period of the sampl
 local), the QC flag (2 = not evaluated where analytics has not flagged it) and the edge's own flag. Comment
 lines (``#``) before the header say where the numbers come from; a closing comment gives the row count, or
 says that the export stopped early and why, so a truncated file is never mistaken for a complete one.
+
+Bounded effort: the range is cut to the years a reading can be stored in and empty stretches are jumped over
+(:meth:`api.store.ReadingStore.export_rows`), so the work follows the data, not the range asked for; at most
+``export_max_concurrent`` exports run at once (one more gets 429 with ``Retry-After``); an export stops when the
+client disconnects (checked between pieces, so at most one more InfluxDB page is read) and after
+``export_timeout_s``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import datetime as dt
 import hashlib
 import io
+import time
 import zoneinfo
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Generator, Iterator
 from typing import Annotated
 
+import anyio
 import httpx
-from fastapi import APIRouter, HTTPException, Query, status
+from fastapi import APIRouter, HTTPException, Query, Request, status
 from fastapi.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
 
-from api.deps import ExportSite, ManifestDep, SettingsDep, StoreDep, check_range, from_ms, parse_time, to_ms
+from api.deps import ExportSite, ManifestDep, SettingsDep, StoreDep, check_range, from_ms, parse_time, stored_window
+from api.errors import INFLUX_FAILED, READS, error_responses, log
 from api.store import ExportRow
 from pilotwatch import __version__
 from pilotwatch.influx import InfluxQueryError
@@ -44,6 +55,50 @@ COLUMNS = (
     "period",
 )
 ROWS_PER_WRITE = 500
+RETRY_AFTER_S = 30
+
+
+class ExportSlots:
+    """How many exports are streaming; only touched on the event loop, so a plain counter is enough."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.active = 0
+
+    def take(self) -> None:
+        if self.active >= self.limit:
+            raise HTTPException(
+                status.HTTP_429_TOO_MANY_REQUESTS,
+                detail=f"{self.active} exports are running, the most this server runs at once; retry in "
+                f"{RETRY_AFTER_S} s",
+                headers={"Retry-After": str(RETRY_AFTER_S)},
+            )
+        self.active += 1
+
+    def give_back(self) -> None:
+        self.active -= 1
+
+
+class SlotStreamingResponse(StreamingResponse):
+    """Gives the export's slot back however the response ends: completed, failed or abandoned by the client."""
+
+    def __init__(self, content: AsyncIterator[str], slots: ExportSlots, **kwargs: object) -> None:
+        super().__init__(content, **kwargs)  # type: ignore[arg-type]
+        self._slots = slots
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._slots.give_back()
+
+
+def export_slots(request: Request) -> ExportSlots:
+    state = request.app.state
+    if getattr(state, "export_slots", None) is None:
+        state.export_slots = ExportSlots(state.settings.export_max_concurrent)
+    slots: ExportSlots = state.export_slots
+    return slots
 
 
 def period_of(periods: Periods, local_day: dt.date) -> str:
@@ -62,9 +117,17 @@ def _local_midnight_utc(day: dt.date, tz: zoneinfo.ZoneInfo) -> dt.datetime:
     return dt.datetime.combine(day, dt.time(), tzinfo=tz).astimezone(dt.UTC)
 
 
-@router.get("/export.csv", response_class=StreamingResponse)
-def export_csv(
+@router.get(
+    "/export.csv",
+    response_class=StreamingResponse,
+    responses={
+        200: {"content": {"text/csv": {"schema": {"type": "string"}}}, "description": "the export, streamed"},
+        **error_responses(*READS, 429),
+    },
+)
+async def export_csv(
     *,
+    request: Request,
     settings: SettingsDep,
     manifest: ManifestDep,
     store: StoreDep,
@@ -93,13 +156,17 @@ def export_csv(
     end_t = parse_time("end", end) if end else _local_midnight_utc(site.periods.intervention.end, tz)
     check_range(start_t, end_t)
     generated = dt.datetime.now(dt.UTC).replace(microsecond=0)
-    rows = store.export_rows(
-        site.id,
-        param,
-        to_ms(start_t),
-        to_ms(end_t),
-        chunk_ms=settings.export_chunk_s * 1000,
-        page_rows=settings.export_page_rows,
+    window = stored_window(start_t, end_t)
+    rows = (
+        store.export_rows(
+            site.id,
+            param,
+            *window,
+            chunk_ms=settings.export_chunk_s * 1000,
+            page_rows=settings.export_page_rows,
+        )
+        if window is not None
+        else iter(())
     )
     header = [
         "# pilotwatch export (CSV; lines starting with # are provenance, not data)",
@@ -116,11 +183,34 @@ def export_csv(
         "# qc_flag: QARTOD 1 good, 2 not evaluated, 3 suspect, 4 fail, 9 missing; edge_flag: flag sent by the device",
     ]
     filename = f"pilotwatch-{site.id}-{param or 'all'}-{start_t:%Y%m%dT%H%MZ}-{end_t:%Y%m%dT%H%MZ}.csv"
-    return StreamingResponse(
-        _stream(header, rows, site.role.value, site.periods, tz),
+    slots = export_slots(request)
+    slots.take()
+    deadline = time.monotonic() + settings.export_timeout_s
+    pieces = _stream(
+        header, rows, site.role.value, site.periods, tz, deadline=deadline, timeout_s=settings.export_timeout_s
+    )
+    return SlotStreamingResponse(
+        _until_disconnected(request, pieces),
+        slots,
         media_type="text/csv; charset=utf-8",
         headers={"Content-Disposition": f'attachment; filename="{filename}"'},
     )
+
+
+async def _until_disconnected(request: Request, pieces: Generator[str]) -> AsyncIterator[str]:
+    """The pieces, each made on a worker thread (they query InfluxDB), until the client goes away."""
+    try:
+        while True:
+            if await request.is_disconnected():
+                return
+            piece = await anyio.to_thread.run_sync(next, pieces, None)
+            if piece is None:
+                return
+            yield piece
+    finally:
+        # ValueError: cancelled while a worker thread runs the generator; that piece ends and nothing follows it.
+        with contextlib.suppress(ValueError):
+            pieces.close()
 
 
 def _iso(when: dt.datetime) -> str:
@@ -128,8 +218,15 @@ def _iso(when: dt.datetime) -> str:
 
 
 def _stream(
-    header: list[str], rows: Iterator[ExportRow], role: str, periods: Periods, tz: zoneinfo.ZoneInfo
-) -> Iterator[str]:
+    header: list[str],
+    rows: Iterator[ExportRow],
+    role: str,
+    periods: Periods,
+    tz: zoneinfo.ZoneInfo,
+    *,
+    deadline: float,
+    timeout_s: float,
+) -> Generator[str]:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     yield "\n".join(header) + "\n"
@@ -159,8 +256,16 @@ def _stream(
                 yield buffer.getvalue()
                 buffer.seek(0)
                 buffer.truncate()
+                if time.monotonic() > deadline:
+                    yield (
+                        f"# export stopped early after {count} rows: the server's limit of {timeout_s:g} s per export "
+                        "was reached; ask for a shorter range\n"
+                    )
+                    return
     except (InfluxQueryError, httpx.HTTPError) as exc:
-        # The status line went out with the first chunk; the only honest signal left is in the file itself.
-        yield buffer.getvalue() + f"# export stopped early after {count} rows: {exc}\n"
+        # The status line went out with the first chunk; the only honest signal left is in the file itself. The
+        # cause goes to the log: InfluxDB's message would echo the query.
+        log.error("export stopped after %d rows: %s", count, exc)
+        yield buffer.getvalue() + f"# export stopped early after {count} rows: {INFLUX_FAILED}\n"
         return
     yield buffer.getvalue() + f"# end of export: {count} rows\n"
