@@ -20,6 +20,7 @@ import csv
 import datetime as dt
 import hashlib
 import io
+import threading
 import time
 import zoneinfo
 from collections.abc import AsyncIterator, Generator, Iterator
@@ -55,6 +56,7 @@ COLUMNS = (
     "period",
 )
 ROWS_PER_WRITE = 500
+FLUSH_EVERY_S = 0.25
 RETRY_AFTER_S = 30
 
 
@@ -186,19 +188,32 @@ async def export_csv(
     slots = export_slots(request)
     slots.take()
     deadline = time.monotonic() + settings.export_timeout_s
+    stop = threading.Event()
     pieces = _stream(
-        header, rows, site.role.value, site.periods, tz, deadline=deadline, timeout_s=settings.export_timeout_s
+        header,
+        rows,
+        site.role.value,
+        site.periods,
+        tz,
+        deadline=deadline,
+        timeout_s=settings.export_timeout_s,
+        stop=stop,
     )
     return SlotStreamingResponse(
-        _until_disconnected(request, pieces),
+        _until_disconnected(request, pieces, stop),
         slots,
         media_type="text/csv; charset=utf-8",
         headers={"Content-Disposition": f'attachment; filename="{filename}"'},
     )
 
 
-async def _until_disconnected(request: Request, pieces: Generator[str]) -> AsyncIterator[str]:
-    """The pieces, each made on a worker thread (they query InfluxDB), until the client goes away."""
+async def _until_disconnected(request: Request, pieces: Generator[str], stop: threading.Event) -> AsyncIterator[str]:
+    """The pieces, each made on a worker thread (they query InfluxDB), until the client goes away.
+
+    Uvicorn (ASGI 2.3) reports a disconnect by cancelling this generator while it waits for the thread; servers
+    on ASGI 2.4 are caught by the check between pieces. Either way ``stop`` is set, and the thread's generator
+    ends at its next row, so at most the InfluxDB page in flight is read after the client left.
+    """
     try:
         while True:
             if await request.is_disconnected():
@@ -208,7 +223,8 @@ async def _until_disconnected(request: Request, pieces: Generator[str]) -> Async
                 return
             yield piece
     finally:
-        # ValueError: cancelled while a worker thread runs the generator; that piece ends and nothing follows it.
+        stop.set()
+        # ValueError: cancelled while the worker thread runs the generator; it sees ``stop`` and ends by itself.
         with contextlib.suppress(ValueError):
             pieces.close()
 
@@ -226,14 +242,18 @@ def _stream(
     *,
     deadline: float,
     timeout_s: float,
+    stop: threading.Event,
 ) -> Generator[str]:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     yield "\n".join(header) + "\n"
     writer.writerow(COLUMNS)
     count = 0
+    next_flush = time.monotonic() + FLUSH_EVERY_S
     try:
         for row in rows:
+            if stop.is_set():
+                return  # the client has gone: read nothing more
             when = from_ms(row.t_ms)
             writer.writerow(
                 (
@@ -252,7 +272,12 @@ def _stream(
                 )
             )
             count += 1
-            if count % ROWS_PER_WRITE == 0:
+            now = time.monotonic()
+            if count % ROWS_PER_WRITE == 0 or now >= next_flush:
+                # Also on a timer: a slow or sparse export still writes regularly, and writing is how the server
+                # learns that a client has gone (uvicorn reads nothing more from the socket once the request
+                # is in, so a closed connection shows only when a write fails).
+                next_flush = now + FLUSH_EVERY_S
                 yield buffer.getvalue()
                 buffer.seek(0)
                 buffer.truncate()
