@@ -23,6 +23,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import httpx
@@ -39,6 +40,7 @@ from pilotwatch.stack import LocalStack, StackConfig, free_port
 CITY, SITE, DEVICE = "bangkok", "bkk-pratunam-pier", "bkk-pratunam-wq1"
 T0_MS = 1_780_000_000_000 // 3_600_000 * 3_600_000  # an hour in 2026
 HOUR_MS = 3_600_000
+Call = Callable[[httpx.AsyncClient], Awaitable[httpx.Response]]
 
 
 def seed(influx: InfluxV1, days: int, export_step_s: int) -> int:
@@ -62,12 +64,16 @@ def seed(influx: InfluxV1, days: int, export_step_s: int) -> int:
     return rows
 
 
+def iso(ms: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ms / 1000))
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-async def load(url: str, clients: int, requests: int, make: object) -> tuple[list[float], float]:
+async def load(url: str, clients: int, requests: int, make: Call) -> tuple[list[float], float]:
     """``requests`` GETs from ``clients`` concurrent connections; latencies (s) and the wall time."""
     latencies: list[float] = []
     queue: asyncio.Queue[int] = asyncio.Queue()
@@ -82,7 +88,7 @@ async def load(url: str, clients: int, requests: int, make: object) -> tuple[lis
                 except asyncio.QueueEmpty:
                     return
                 started = time.perf_counter()
-                response = await make(client)  # type: ignore[operator]
+                response = await make(client)
                 response.raise_for_status()
                 latencies.append(time.perf_counter() - started)
 
@@ -147,7 +153,6 @@ def main() -> int:
                 time.sleep(0.2)
 
             start_ms, end_ms = T0_MS, T0_MS + 30 * 24 * HOUR_MS
-            iso = lambda ms: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ms / 1000))  # noqa: E731
             params = {"device": DEVICE, "sensor": "ph", "start": iso(start_ms), "end": iso(end_ms), "limit": "1000"}
             headers = {"X-API-Key": key}
             check = httpx.get(f"{api_url}/series", params=params, headers=headers, timeout=60).json()
