@@ -32,7 +32,7 @@ from pilotwatch.influx import InfluxV1
 from pilotwatch.manifest import Manifest
 from tests.reliability.conftest import KeyKind
 
-EXAMPLES = int(os.environ.get("PILOTWATCH_FUZZ_EXAMPLES", "25"))
+EXAMPLES = int(os.environ.get("PILOTWATCH_FUZZ_EXAMPLES", "15"))
 """Examples per operation and generation mode (valid and invalid inputs)."""
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
 
