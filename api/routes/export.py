@@ -32,7 +32,17 @@ from fastapi import APIRouter, HTTPException, Query, Request, status
 from fastapi.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from api.deps import ExportSite, ManifestDep, SettingsDep, StoreDep, check_range, from_ms, parse_time, stored_window
+from api.deps import (
+    ExportSite,
+    ManifestDep,
+    SettingsDep,
+    StoreDep,
+    check_range,
+    from_ms,
+    parse_time,
+    stored_window,
+    to_ms,
+)
 from api.errors import INFLUX_FAILED, READS, error_responses, log
 from api.store import ExportRow
 from pilotwatch import __version__
@@ -119,6 +129,26 @@ def _local_midnight_utc(day: dt.date, tz: zoneinfo.ZoneInfo) -> dt.datetime:
     return dt.datetime.combine(day, dt.time(), tzinfo=tz).astimezone(dt.UTC)
 
 
+class PeriodBounds:
+    """:func:`period_of` for sample times in ms, as two integer comparisons: each period's local dates become
+    the UTC instants of their local midnights once, instead of a time-zone conversion per row."""
+
+    def __init__(self, periods: Periods, tz: zoneinfo.ZoneInfo) -> None:
+        def ms(day: dt.date) -> int:
+            return to_ms(_local_midnight_utc(day, tz))
+
+        self.spans = (
+            ("baseline", ms(periods.baseline.start), ms(periods.baseline.end)),
+            ("intervention", ms(periods.intervention.start), ms(periods.intervention.end)),
+        )
+
+    def period(self, t_ms: int) -> str:
+        for name, start, end in self.spans:
+            if start <= t_ms < end:
+                return name
+        return "outside"
+
+
 @router.get(
     "/export.csv",
     response_class=StreamingResponse,
@@ -193,8 +223,7 @@ async def export_csv(
         header,
         rows,
         site.role.value,
-        site.periods,
-        tz,
+        PeriodBounds(site.periods, tz),
         deadline=deadline,
         timeout_s=settings.export_timeout_s,
         stop=stop,
@@ -237,8 +266,7 @@ def _stream(
     header: list[str],
     rows: Iterator[ExportRow],
     role: str,
-    periods: Periods,
-    tz: zoneinfo.ZoneInfo,
+    periods: PeriodBounds,
     *,
     deadline: float,
     timeout_s: float,
@@ -254,10 +282,9 @@ def _stream(
         for row in rows:
             if stop.is_set():
                 return  # the client has gone: read nothing more
-            when = from_ms(row.t_ms)
             writer.writerow(
                 (
-                    _iso(when),
+                    _iso(from_ms(row.t_ms)),
                     row.city,
                     row.site,
                     role,
@@ -268,7 +295,7 @@ def _stream(
                     row.unit,
                     row.qc_flag,
                     "" if row.edge_flag is None else row.edge_flag,
-                    period_of(periods, when.astimezone(tz).date()),
+                    periods.period(row.t_ms),
                 )
             )
             count += 1
