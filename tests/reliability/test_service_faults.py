@@ -390,6 +390,7 @@ def _status_pid(world: World, client_id: str) -> int | None:
         return None
 
 
+@pytest.mark.timeout(OUTAGE_S + 300)
 def test_influxdb_outage_under_load_loses_nothing(world: World) -> None:
     """InfluxDB killed for ``OUTAGE_S`` seconds while the edge publishes a day of readings: ingest spools and
     retries, acknowledges only what is safe, and afterwards every reading is stored exactly once."""
