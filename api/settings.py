@@ -64,6 +64,8 @@ class ApiSettings(BaseSettings):
     incomplete, never silently cut)."""
     health_timeout_s: float = 5.0
     """``/health`` answers "degraded" when InfluxDB's ping takes longer than this."""
+    shutdown_timeout_s: int = 10
+    """On SIGTERM, requests still running after this many seconds (a long export) are cut and the server exits."""
 
     @field_validator("influx_url")
     @classmethod
@@ -94,6 +96,7 @@ class ApiSettings(BaseSettings):
             "export_max_concurrent",
             "export_timeout_s",
             "health_timeout_s",
+            "shutdown_timeout_s",
         ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")

@@ -3,7 +3,11 @@ and 7), against a real InfluxDB and, where the network matters (disconnects, con
 
 from __future__ import annotations
 
+import os
 import re
+import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -212,6 +216,59 @@ def test_exports_are_capped_and_health_answers_while_they_run(dense_server: Serv
         again = client.get("/export.csv", params=short, headers=headers(admin_key))
         assert again.status_code == 200
         assert again.text.rstrip().endswith("# end of export: 5 rows")
+
+
+def test_sigterm_during_a_long_export_stops_the_server_in_time(
+    dense_server: Server, api_settings: ApiSettings, keys_file: Path, admin_key: str, tmp_path: Path
+) -> None:
+    """``pilotwatch api serve`` as deployed, an export still streaming to a client that reads nothing, SIGTERM:
+    the server exits promptly. Uvicorn tells the stream the connection is going, the export's thread stops at its
+    next row; ``SHUTDOWN_TIMEOUT_S`` bounds whatever else might still run (the data is the dense fixture's)."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "PILOTWATCH_API_INFLUX_URL": api_settings.influx_url,
+        "PILOTWATCH_API_INFLUX_DATABASE": api_settings.influx_database,
+        "PILOTWATCH_API_KEYS_FILE": str(keys_file),
+        "PILOTWATCH_API_PORT": str(port),
+        "PILOTWATCH_API_EXPORT_CHUNK_S": "60",
+        "PILOTWATCH_API_EXPORT_PAGE_ROWS": "1",
+        "PILOTWATCH_API_SHUTDOWN_TIMEOUT_S": "2",
+        "PILOTWATCH_HOME": str(tmp_path / "home"),
+    }
+    server = subprocess.Popen(
+        [sys.executable, "-m", "pilotwatch.cli", "api", "serve"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "pilotwatch api serve did not start"
+            assert server.poll() is None, "pilotwatch api serve exited at start"
+            time.sleep(0.2)
+        params = {"site": SITE, "param": "ph", "start": "2026-01-01T00:00:00Z", "end": "2027-01-01T00:00:00Z"}
+        with (
+            httpx.Client(base_url=url, timeout=30) as client,
+            client.stream("GET", "/export.csv", params=params, headers=headers(admin_key)) as response,
+        ):
+            assert response.status_code == 200
+            next(response.iter_bytes())  # the export is running; this client reads nothing more
+            started = time.monotonic()
+            server.send_signal(signal.SIGTERM)
+            server.wait(15)
+            assert time.monotonic() - started < 10
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait(10)
 
 
 def test_an_export_past_its_time_limit_says_so_in_the_file(
