@@ -9,8 +9,8 @@ says that the export stopped early and why, so a truncated file is never mistake
 Bounded effort: the range is cut to the years a reading can be stored in and empty stretches are jumped over
 (:meth:`api.store.ReadingStore.export_rows`), so the work follows the data, not the range asked for; at most
 ``export_max_concurrent`` exports run at once (one more gets 429 with ``Retry-After``); an export stops when the
-client disconnects (checked between pieces, so at most one more InfluxDB page is read) and after
-``export_timeout_s``.
+client disconnects (rows are written at least every ``FLUSH_EVERY_S``, which is how a gone client shows, and the
+reading thread stops at its next row) and after ``export_timeout_s``.
 """
 
 from __future__ import annotations
@@ -113,14 +113,6 @@ def export_slots(request: Request) -> ExportSlots:
     return slots
 
 
-def period_of(periods: Periods, local_day: dt.date) -> str:
-    if periods.baseline.contains(local_day):
-        return "baseline"
-    if periods.intervention.contains(local_day):
-        return "intervention"
-    return "outside"
-
-
 def manifest_digest(manifest: Manifest) -> str:
     return hashlib.sha256(manifest.model_dump_json().encode()).hexdigest()
 
@@ -130,8 +122,9 @@ def _local_midnight_utc(day: dt.date, tz: zoneinfo.ZoneInfo) -> dt.datetime:
 
 
 class PeriodBounds:
-    """:func:`period_of` for sample times in ms, as two integer comparisons: each period's local dates become
-    the UTC instants of their local midnights once, instead of a time-zone conversion per row."""
+    """The period of a sample time in ms: ``baseline``, ``intervention`` or ``outside``, judged on the local date
+    (the manifest's dates are local, end exclusive). Each period's dates become the UTC instants of their local
+    midnights once per export, so a row costs two integer comparisons, not a time-zone conversion."""
 
     def __init__(self, periods: Periods, tz: zoneinfo.ZoneInfo) -> None:
         def ms(day: dt.date) -> int:
@@ -215,8 +208,6 @@ async def export_csv(
         "# qc_flag: QARTOD 1 good, 2 not evaluated, 3 suspect, 4 fail, 9 missing; edge_flag: flag sent by the device",
     ]
     filename = f"pilotwatch-{site.id}-{param or 'all'}-{start_t:%Y%m%dT%H%MZ}-{end_t:%Y%m%dT%H%MZ}.csv"
-    slots = export_slots(request)
-    slots.take()
     deadline = time.monotonic() + settings.export_timeout_s
     stop = threading.Event()
     pieces = _stream(
@@ -228,6 +219,8 @@ async def export_csv(
         timeout_s=settings.export_timeout_s,
         stop=stop,
     )
+    slots = export_slots(request)
+    slots.take()  # last, so nothing between taking the slot and the response that gives it back can fail
     return SlotStreamingResponse(
         _until_disconnected(request, pieces, stop),
         slots,
