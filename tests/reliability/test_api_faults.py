@@ -3,6 +3,7 @@ and 7), against a real InfluxDB and, where the network matters (disconnects, con
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import signal
@@ -216,6 +217,39 @@ def test_exports_are_capped_and_health_answers_while_they_run(dense_server: Serv
         again = client.get("/export.csv", params=short, headers=headers(admin_key))
         assert again.status_code == 200
         assert again.text.rstrip().endswith("# end of export: 5 rows")
+
+
+def test_forty_abandoned_exports_leave_the_server_healthy(dense_server: Server, admin_key: str) -> None:
+    """The reported attack: forty exports over the widest range, each abandoned after its first bytes. Two are
+    served (the fixture's cap), the rest refused at once; afterwards no export is still querying, ``/health``
+    answers at once, and the server shuts down in time (the fixture's teardown asserts it)."""
+    params = {"site": SITE, "start": "0001-01-01T00:00:00Z", "end": "9999-12-31T00:00:00Z"}
+
+    async def one(client: httpx.AsyncClient) -> int:
+        async with client.stream("GET", "/export.csv", params=params, headers=headers(admin_key)) as response:
+            if response.status_code == 200:
+                async for _ in response.aiter_bytes():
+                    break  # the first bytes, then gone
+            return response.status_code
+
+    async def attack() -> list[int]:
+        clients = [httpx.AsyncClient(base_url=dense_server.url, timeout=30) for _ in range(40)]
+        try:
+            return list(await asyncio.gather(*(one(c) for c in clients)))
+        finally:
+            await asyncio.gather(*(c.aclose() for c in clients))
+
+    statuses = asyncio.run(attack())
+    assert sorted(set(statuses)) == [200, 429]
+    assert statuses.count(200) <= 2
+    time.sleep(1.0)
+    settled = dense_server.store.queries
+    started = time.monotonic()
+    health = httpx.get(f"{dense_server.url}/health", timeout=10)
+    assert health.status_code == 200
+    assert time.monotonic() - started < 2
+    time.sleep(1.0)
+    assert dense_server.store.queries == settled, "abandoned exports kept querying InfluxDB"
 
 
 def test_sigterm_during_a_long_export_stops_the_server_in_time(
