@@ -8,6 +8,7 @@ device's client id, and sending packets past ``max_packet_size``.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -142,6 +143,31 @@ def test_a_device_publishes_only_as_itself(deployed: tuple[DeployBroker, dict[st
     finally:
         for client in (worker, a, b):
             client.close()
+
+
+def test_a_device_cannot_administer_the_broker(deployed: tuple[DeployBroker, dict[str, str]]) -> None:
+    """The plugin takes commands on ``$CONTROL/dynamic-security/v1``; a device sending one (make a user, give
+    itself ingest's role) is refused: the user does not exist afterwards and the device is still confined."""
+    broker, _ = deployed
+    b = device(deployed, B)
+    try:
+        commands = {
+            "commands": [
+                {"command": "createClient", "username": "intruder", "password": "intruder-pass"},
+                {"command": "addClientRole", "username": B, "rolename": "ingest"},
+            ]
+        }
+        b.client.publish("$CONTROL/dynamic-security/v1", json.dumps(commands).encode(), qos=1).wait_for_publish(5)
+        b.client.publish("$SYS/broker/clients/total", b"0", qos=1).wait_for_publish(5)
+    finally:
+        b.close()
+    login = connack("intruder", "intruder-pass", broker.tls_port, broker.ca, client_id="intruder")
+    assert login.is_failure
+    again = device(deployed, B)
+    try:
+        assert again.subscribe(SHARED)[0] in REFUSED, "the device gained ingest's role"
+    finally:
+        again.close()
 
 
 def test_no_device_can_take_ingests_or_another_devices_client_id(
