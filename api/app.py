@@ -11,18 +11,16 @@ import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
-import httpx
-from fastapi import FastAPI, Request, status
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi import FastAPI
 
+from api import errors
 from api.keys import KeyStore
 from api.routes import ack_link, alerts, devices, export, health, inbox, series, sites
 from api.settings import ApiSettings
 from api.store import ReadingStore
 from pilotwatch import __version__
 from pilotwatch.alerting import ALERT_STORE_FILE
-from pilotwatch.influx import InfluxQueryError, InfluxV1
+from pilotwatch.influx import InfluxV1
 from pilotwatch.manifest import Manifest, load_manifest
 
 InfluxFactory = Callable[[ApiSettings], InfluxV1]
@@ -30,16 +28,6 @@ InfluxFactory = Callable[[ApiSettings], InfluxV1]
 
 def influx_from_settings(settings: ApiSettings) -> InfluxV1:
     return settings.influx.client()
-
-
-def _describe_validation(exc: RequestValidationError) -> str:
-    """One line per problem that names the parameter: ``query parameter 'limit': Input should be ...``."""
-    parts = []
-    for error in exc.errors():
-        loc = [str(p) for p in error.get("loc", ())]
-        where = f"{loc[0]} parameter {loc[-1]!r}" if len(loc) >= 2 else (loc[0] if loc else "request")
-        parts.append(f"{where}: {error.get('msg', 'invalid')}")
-    return "; ".join(parts)
 
 
 def create_app(
@@ -68,6 +56,9 @@ def create_app(
         description="Live site data, device health and evaluation exports of the city pilots. "
         "Send the key from `pilotwatch api keys add` in the X-API-Key header.",
         lifespan=lifespan,
+        # No redirect from /sites/ to /sites: Starlette builds that Location from the Host header, so a forged
+        # Host would make the API send clients elsewhere. A path with a trailing slash is simply unknown (404).
+        redirect_slashes=False,
     )
     app.state.settings = settings
     app.state.manifest = loaded
@@ -76,23 +67,15 @@ def create_app(
     app.state.alerts_lock = threading.Lock()
     app.state.alerts_path = settings.alerts_state_dir / ALERT_STORE_FILE
 
-    @app.exception_handler(RequestValidationError)
-    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-        return JSONResponse(
-            status_code=status.HTTP_422_UNPROCESSABLE_CONTENT, content={"detail": _describe_validation(exc)}
-        )
-
-    @app.exception_handler(InfluxQueryError)
-    async def influx_error(request: Request, exc: InfluxQueryError) -> JSONResponse:
-        return JSONResponse(status_code=status.HTTP_502_BAD_GATEWAY, content={"detail": f"InfluxDB: {exc}"})
-
-    @app.exception_handler(httpx.HTTPError)
-    async def influx_unreachable(request: Request, exc: httpx.HTTPError) -> JSONResponse:
-        return JSONResponse(
-            status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
-            content={"detail": f"InfluxDB at {settings.influx.url} did not answer: {exc}"},
-        )
-
-    for module in (health, sites, series, devices, export, alerts, inbox, ack_link):
-        app.include_router(module.router)
+    errors.install(app)
+    app.include_router(health.router)
+    for module in (sites, series, devices, export):
+        # Every keyed route can answer 401 and 503 (keys file unreadable); each route adds its own codes.
+        app.include_router(module.router, responses=errors.error_responses(*errors.KEYED))
+    # The alert routes: a role or city outside the key's scope (403), an unknown alert, silence or city (404), an
+    # action the alert's state refuses (409), a malformed body or filter (422).
+    app.include_router(alerts.router, responses=errors.error_responses(*errors.KEYED, 403, 404, 409, 422))
+    app.include_router(inbox.router, responses=errors.error_responses(*errors.KEYED, 403, 404, 422))
+    # Acknowledge links need no key: a signed token is their credential (docs/alerts.md).
+    app.include_router(ack_link.router, responses=errors.error_responses(403, 404, 410, 503))
     return app

@@ -77,7 +77,14 @@ def _serve(args: argparse.Namespace) -> int:
             f"[yellow]warning:[/] no keys file at {settings.keys_file}; every request but /health gets 401 "
             "until `pilotwatch api keys add` makes one"
         )
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level="info")
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level="info",
+        # Streams still open at shutdown (a long export) are cut after this, so a stop never hangs.
+        timeout_graceful_shutdown=settings.shutdown_timeout_s,
+    )
     return 0
 
 

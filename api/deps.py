@@ -20,6 +20,7 @@ from api.keys import ALL_CITIES, ApiKeyRecord, KeyStore
 from api.settings import ApiSettings
 from api.store import ReadingStore
 from pilotwatch.manifest import AlertKind, City, Device, Manifest, Role, Site
+from pilotwatch.wire import MAX_TIME_MS, MIN_TIME_MS
 
 API_KEY_HEADER = "X-API-Key"
 _api_key = APIKeyHeader(name=API_KEY_HEADER, auto_error=False, description="key from `pilotwatch api keys add`")
@@ -165,7 +166,25 @@ def parse_time(name: str, value: str) -> dt.datetime:
             status.HTTP_422_UNPROCESSABLE_CONTENT,
             detail=f"query parameter {name!r}: {value!r} has no UTC offset; add Z or an offset such as +07:00",
         )
-    return parsed.astimezone(dt.UTC)
+    try:
+        return parsed.astimezone(dt.UTC)
+    except OverflowError:
+        # 0001-01-01T00:00-14:00 is a valid ISO time whose UTC instant is before year 1.
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            detail=f"query parameter {name!r}: {value!r} is outside the years 1 to 9999 once converted to UTC",
+        ) from None
+
+
+def minus(when: dt.datetime, span: dt.timedelta, name: str) -> dt.datetime:
+    """``when - span``, or a 422 naming ``name`` when that is before year 1."""
+    try:
+        return when - span
+    except OverflowError:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            detail=f"query parameter {name!r}: {when.isoformat()} leaves no room for the default window of {span}",
+        ) from None
 
 
 def check_range(start: dt.datetime, end: dt.datetime) -> None:
@@ -177,6 +196,16 @@ def check_range(start: dt.datetime, end: dt.datetime) -> None:
 
 
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
+def stored_window(start: dt.datetime, end: dt.datetime) -> tuple[int, int] | None:
+    """[start, end) in ms, cut to the sample times ingest accepts (the wire format's bounds), or None when
+    nothing can be stored in it. Every query stays inside the window where data can exist, so a request for
+    years 1 to 9999 costs what a request for the stored years costs, and never hands InfluxDB a time it
+    cannot represent (its nanosecond clock ends in 2262)."""
+    lo = max(to_ms(start), MIN_TIME_MS)
+    hi = min(to_ms(end), MAX_TIME_MS + 1)
+    return (lo, hi) if lo < hi else None
 
 
 def to_ms(when: dt.datetime) -> int:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from pilotwatch.manifest import Manifest, Role
 
@@ -37,6 +37,16 @@ class ApiKeyBase(BaseModel):
     """City ids the key may read; ``*`` means every city."""
     sites: tuple[str, ...] = ()
     """Site ids the key may read, in addition to whole cities."""
+
+    @field_validator("name")
+    @classmethod
+    def _printable_name(cls, value: str) -> str:
+        # Names are printed in `keys list`, logs and 403 details: a control character could forge or hide a line.
+        if not value.isprintable() or value != value.strip():
+            raise ValueError(
+                f"key name {value!r} has control characters or surrounding spaces; use printable text, e.g. ops-bkk"
+            )
+        return value
 
 
 class ApiKeyCreate(ApiKeyBase):
@@ -84,6 +94,9 @@ def validate_scope(manifest: Manifest, create: ApiKeyCreate) -> None:
     for site in create.sites:
         if site not in site_ids:
             raise KeyStoreError(f"unknown site {site!r}; see `pilotwatch manifest show` for site ids")
+    if create.role is Role.ADMIN and (create.cities or create.sites):
+        # An admin reads every site whatever its scope says; accepting a scope would promise a limit that is not there.
+        raise KeyStoreError("an admin key reads every city and site; give no --city/--site, or choose another role")
     if create.role is not Role.ADMIN and not create.cities and not create.sites:
         raise KeyStoreError(f"a {create.role.value} key needs a scope: give --city and/or --site (or --city '*')")
 
@@ -126,6 +139,14 @@ class KeyStore:
         records = self._load_file().keys
         self._by_hash = {r.sha256: r for r in records}
         self._stamp = stamp
+
+    def check(self) -> str | None:
+        """None when the keys file is usable, else why not (for ``/health``; the path is not included)."""
+        try:
+            self.records()
+        except KeyStoreError as exc:
+            return str(exc).removeprefix(f"{self.path}: ")
+        return None
 
     def records(self) -> list[ApiKeyRecord]:
         with self._lock:

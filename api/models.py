@@ -15,7 +15,10 @@ class Public(BaseModel):
 
 class HealthPublic(Public):
     status: str
+    """``ok``, or ``degraded`` (answered with 503) when InfluxDB or the keys file is not usable."""
     influxdb: str
+    keys: str
+    """``ok``, or ``unreadable``: the keys file is corrupt or cannot be read, so every keyed route answers 503."""
     version: str
 
 

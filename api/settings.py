@@ -51,6 +51,16 @@ class ApiSettings(ServiceSettings):
     """An export reads InfluxDB this many seconds of data at a time."""
     export_page_rows: int = 5_000
     """Rows per InfluxDB query inside one chunk (LIMIT/OFFSET paging), bounding the memory of a busy chunk."""
+    export_max_concurrent: int = 4
+    """Exports served at once; one more is answered 429 with Retry-After, so exports can never take every worker
+    thread (and with them ``/health`` and the other routes)."""
+    export_timeout_s: float = 900.0
+    """An export that has streamed this long stops, with a closing line that says so (the file is marked
+    incomplete, never silently cut)."""
+    health_timeout_s: float = 5.0
+    """``/health`` answers "degraded" when InfluxDB's ping takes longer than this."""
+    shutdown_timeout_s: int = 10
+    """On SIGTERM, requests still running after this many seconds (a long export) are cut and the server exits."""
 
     @classmethod
     def local_defaults(cls, common: CommonSettings, stack: StackConfig | None) -> dict[str, Any]:
@@ -78,7 +88,15 @@ class ApiSettings(ServiceSettings):
 
     @model_validator(mode="after")
     def _positive_sizes(self) -> Self:
-        for name in ("series_max_limit", "export_chunk_s", "export_page_rows"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        for name in (
+            "series_max_limit",
+            "export_chunk_s",
+            "export_page_rows",
+            "export_max_concurrent",
+            "export_timeout_s",
+            "health_timeout_s",
+            "shutdown_timeout_s",
+        ):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         return self

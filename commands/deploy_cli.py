@@ -1,14 +1,25 @@
-"""``pilotwatch deploy mqtt-credentials --out DIR``: Mosquitto credentials and ACL for a city deployment.
+"""``pilotwatch deploy mqtt-credentials --out DIR``: Mosquitto credentials and access rules for a city deployment.
 
 In: the pilot manifest. Out, in DIR:
 
 - ``credentials.yaml`` (mode 0600): the plain password of every device and service user. Kept across runs: a
   device keeps its password, a new device gets a new one, a device gone from the manifest loses its entry.
   Hand each device its own password; never commit this file.
-- ``passwd``: Mosquitto's password file, PBKDF2-SHA512 hashes (``$7$``), made by ``mosquitto_passwd -U`` when
-  it is installed, else by the same algorithm here (both are tested against a real broker).
-- ``acl``: each device may publish only to ``pilotwatch/v1/devices/<its id>/readings`` and ``.../status`` and
-  read only its own ``.../ack``; ingest may read every device's readings and status and write every ack.
+- ``dynamic-security.json``: the configuration of Mosquitto's dynamic-security plugin, which
+  ``deploy/mosquitto/mosquitto.conf`` loads: each user's PBKDF2-SHA512 password hash and its role.
+
+The rules (everything not listed is refused; ``tests/reliability/test_broker_acl.py`` proves each on a real
+broker running this output):
+
+- a device may publish only ``pilotwatch/v1/devices/<its id>/readings`` and ``.../status``, subscribe only to
+  its own ``.../ack`` and receive nothing else. Its credentials are bound to its one client id
+  (:func:`pilotwatch.wire.device_client_id`), so it cannot take over ingest's or another device's session.
+- ingest may subscribe to every device's readings and status, directly or through a shared subscription
+  (``$share/<group>/...``), and publish every ack.
+
+Why the plugin and not a password file with an ACL file: Mosquitto 2.0's ACL file never checks subscriptions.
+A device could join ingest's shared subscription; the broker then hands it a share of every device's readings,
+refuses to deliver them by the read rule, and so discards them. The plugin checks each subscription.
 """
 
 from __future__ import annotations
@@ -16,11 +27,9 @@ from __future__ import annotations
 import argparse
 import base64
 import hashlib
+import json
 import os
 import secrets
-import shutil
-import subprocess
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -29,45 +38,108 @@ from rich.console import Console
 
 from pilotwatch.common_cli import common_settings
 from pilotwatch.manifest import Manifest
-from pilotwatch.wire import TOPIC_ROOT, Channel, ack_topic, readings_topic, status_topic
+from pilotwatch.wire import (
+    READINGS_SUBSCRIPTION,
+    STATUS_SUBSCRIPTION,
+    TOPIC_ROOT,
+    Channel,
+    ack_topic,
+    device_client_id,
+    readings_topic,
+    status_topic,
+)
 
 INGEST_USER = "pilotwatch-ingest"
-PBKDF2_ITERATIONS = 101  # what mosquitto_passwd 2.0 writes; the broker reads the count from each line
+INGEST_ROLE = "ingest"
+DYNSEC_FILE = "dynamic-security.json"
+PBKDF2_ITERATIONS = 101  # what Mosquitto 2.0's dynamic-security plugin writes; it reads the count per client
 SALT_BYTES = 12
+STALE_FILES = ("passwd", "acl")
+"""Files earlier versions wrote here; the broker no longer reads them, so they are removed rather than left to
+mislead whoever reads the folder."""
 
 
-def mosquitto_hash(password: str, salt: bytes | None = None) -> str:
-    """A Mosquitto 2.0 ``$7$`` password hash: PBKDF2-HMAC-SHA512, base64 salt and digest."""
+def dynsec_password(password: str, salt: bytes | None = None) -> dict[str, Any]:
+    """A client's password as the dynamic-security plugin stores it: PBKDF2-HMAC-SHA512, base64 salt and hash."""
     salt = salt if salt is not None else secrets.token_bytes(SALT_BYTES)
     digest = hashlib.pbkdf2_hmac("sha512", password.encode(), salt, PBKDF2_ITERATIONS)
-    return f"$7${PBKDF2_ITERATIONS}${base64.b64encode(salt).decode()}${base64.b64encode(digest).decode()}"
+    return {
+        "password": base64.b64encode(digest).decode(),
+        "salt": base64.b64encode(salt).decode(),
+        "iterations": PBKDF2_ITERATIONS,
+    }
 
 
-def acl_text(manifest: Manifest, service_users: dict[str, str]) -> str:
-    lines = [
-        "# Mosquitto ACL written by `pilotwatch deploy mqtt-credentials` from the pilot manifest; do not edit.",
-        "# No topic rule outside a `user` block: anonymous clients (refused anyway) get nothing.",
-        "",
+def _acl(kind: str, topic: str) -> dict[str, Any]:
+    return {"acltype": kind, "topic": topic, "priority": 0, "allow": True}
+
+
+def device_role(device_id: str) -> str:
+    return f"device-{device_id}"
+
+
+def dynsec_config(manifest: Manifest, passwords: dict[str, str]) -> dict[str, Any]:
+    """The plugin's whole configuration: default deny for everything, one role per device, one for ingest."""
+    devices = f"{TOPIC_ROOT}/devices/+"
+    ack_all = f"{devices}/{Channel.ACK.value}"
+    ingest_reads = (READINGS_SUBSCRIPTION, STATUS_SUBSCRIPTION)
+    roles: list[dict[str, Any]] = [
+        {
+            "rolename": INGEST_ROLE,
+            "textdescription": "ingest: reads every device's readings and status, writes every ack",
+            "acls": [
+                *(_acl("subscribePattern", topic) for topic in ingest_reads),
+                # Workers of one share group split the readings; any group name ingest is configured with.
+                *(_acl("subscribePattern", f"$share/+/{topic}") for topic in ingest_reads),
+                *(_acl("publishClientReceive", topic) for topic in ingest_reads),
+                _acl("publishClientSend", ack_all),
+            ],
+        }
     ]
-    if INGEST_USER in service_users:
-        devices = f"{TOPIC_ROOT}/devices/+"
-        lines += [
-            f"user {INGEST_USER}",
-            f"topic read {devices}/{Channel.READINGS.value}",
-            f"topic read {devices}/{Channel.STATUS.value}",
-            f"topic write {devices}/{Channel.ACK.value}",
-            "",
-        ]
+    clients: list[dict[str, Any]] = []
+    if INGEST_USER in passwords:
+        clients.append(
+            {
+                "username": INGEST_USER,
+                "textname": "pilotwatch ingest (any client id: several workers may share the subscription)",
+                "roles": [{"rolename": INGEST_ROLE}],
+                **dynsec_password(passwords[INGEST_USER]),
+            }
+        )
     for city, site, device in manifest.iter_devices():
-        lines += [
-            f"# {city.id} / {site.id}",
-            f"user {device.id}",
-            f"topic write {readings_topic(device.id)}",
-            f"topic write {status_topic(device.id)}",
-            f"topic read {ack_topic(device.id)}",
-            "",
-        ]
-    return "\n".join(lines)
+        role = device_role(device.id)
+        roles.append(
+            {
+                "rolename": role,
+                "textdescription": f"{city.id} / {site.id}",
+                "acls": [
+                    _acl("publishClientSend", readings_topic(device.id)),
+                    _acl("publishClientSend", status_topic(device.id)),
+                    _acl("subscribeLiteral", ack_topic(device.id)),
+                    _acl("publishClientReceive", ack_topic(device.id)),
+                ],
+            }
+        )
+        clients.append(
+            {
+                "username": device.id,
+                "clientid": device_client_id(device.id),
+                "roles": [{"rolename": role}],
+                **dynsec_password(passwords[device.id]),
+            }
+        )
+    return {
+        # Everything a role does not grant is refused, subscriptions included.
+        "defaultACLAccess": {
+            "publishClientSend": False,
+            "publishClientReceive": False,
+            "subscribe": False,
+            "unsubscribe": True,
+        },
+        "clients": clients,
+        "groups": [],
+        "roles": roles,
+    }
 
 
 def _load_existing(path: Path) -> dict[str, str]:
@@ -89,18 +161,8 @@ def _write_private(path: Path, text: str, mode: int) -> None:
     tmp.replace(path)
 
 
-def hash_with_mosquitto_passwd(binary: str, users: dict[str, str]) -> str:
-    with tempfile.TemporaryDirectory() as tmp:
-        plain = Path(tmp) / "passwd"
-        plain.write_text("".join(f"{u}:{p}\n" for u, p in users.items()), encoding="utf-8")
-        result = subprocess.run([binary, "-U", str(plain)], capture_output=True, text=True, check=False)
-        if result.returncode != 0:
-            raise ValueError(f"{binary} -U failed: {result.stderr.strip() or result.stdout.strip()}")
-        return plain.read_text(encoding="utf-8")
-
-
-def write_mqtt_credentials(manifest: Manifest, out: Path, *, use_mosquitto_passwd: bool = True) -> dict[str, Any]:
-    """Write credentials.yaml, passwd and acl into ``out``; return what was done (for the command's summary)."""
+def write_mqtt_credentials(manifest: Manifest, out: Path) -> dict[str, Any]:
+    """Write credentials.yaml and dynamic-security.json into ``out``; return what was done (for the summary)."""
     out.mkdir(parents=True, exist_ok=True)
     cred_path = out / "credentials.yaml"
     existing = _load_existing(cred_path)
@@ -110,42 +172,38 @@ def write_mqtt_credentials(manifest: Manifest, out: Path, *, use_mosquitto_passw
     dropped = sorted(set(existing) - set(wanted))
     header = "# Plain MQTT passwords from `pilotwatch deploy mqtt-credentials`. Secret: never commit or share.\n"
     _write_private(cred_path, header + yaml.safe_dump({"users": users}, sort_keys=False), 0o600)
-    binary = shutil.which("mosquitto_passwd") if use_mosquitto_passwd else None
-    if binary is not None:
-        passwd = hash_with_mosquitto_passwd(binary, users)
-    else:
-        passwd = "".join(f"{u}:{mosquitto_hash(p)}\n" for u, p in users.items())
     # Hashes, not passwords: readable by the broker's own user inside its container.
-    _write_private(out / "passwd", passwd, 0o644)
-    _write_private(out / "acl", acl_text(manifest, users), 0o644)
-    return {"users": len(users), "created": created, "dropped": dropped, "hasher": binary or "pilotwatch (PBKDF2)"}
+    _write_private(out / DYNSEC_FILE, json.dumps(dynsec_config(manifest, users), indent=2) + "\n", 0o644)
+    removed = []
+    for name in STALE_FILES:
+        if (out / name).exists():
+            (out / name).unlink()
+            removed.append(name)
+    return {"users": len(users), "created": created, "dropped": dropped, "removed_files": removed}
 
 
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser("deploy", help="files a city deployment needs (docker-compose.yml)")
     actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
-    creds = actions.add_parser("mqtt-credentials", help="Mosquitto password file and ACL from the manifest")
+    creds = actions.add_parser("mqtt-credentials", help="Mosquitto users and access rules from the manifest")
     creds.add_argument(
         "--out", type=Path, default=Path("deploy/mosquitto/credentials"), help="folder (default %(default)s)"
-    )
-    creds.add_argument(
-        "--no-mosquitto-passwd",
-        action="store_true",
-        help="hash in Python even when mosquitto_passwd is installed",
     )
     creds.set_defaults(handler=_mqtt_credentials)
 
 
 def _mqtt_credentials(args: argparse.Namespace) -> int:
     manifest = common_settings(args).load_manifest()
-    done = write_mqtt_credentials(manifest, args.out, use_mosquitto_passwd=not args.no_mosquitto_passwd)
+    done = write_mqtt_credentials(manifest, args.out)
     console = Console()
     console.print(
-        f"{args.out}: passwd and acl for {done['users']} users (hashed by {done['hasher']}); "
+        f"{args.out}: {DYNSEC_FILE} for {done['users']} users; "
         f"plain passwords in {args.out / 'credentials.yaml'} (keep it secret)"
     )
     if done["created"]:
         console.print(f"new passwords: {', '.join(done['created'])}")
+    if done["removed_files"]:
+        console.print(f"removed files the broker no longer reads: {', '.join(done['removed_files'])}")
     if done["dropped"]:
         console.print(f"removed (not in the manifest any more): {', '.join(done['dropped'])}")
     return 0

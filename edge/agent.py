@@ -48,6 +48,7 @@ from pilotwatch.wire import (
     WireError,
     ack_topic,
     decode_ack,
+    device_client_id,
     readings_topic,
     status_topic,
 )
@@ -127,7 +128,7 @@ class EdgeAgent:
     def start(self) -> None:
         """Connect in the background (paho's thread reconnects with backoff); returns at once."""
         s = self.settings
-        client = self._client_factory(f"pw-edge-{self.device_id}")
+        client = self._client_factory(device_client_id(self.device_id))
         if s.mqtt_username is not None:
             client.username_pw_set(s.mqtt_username, s.password.get_secret_value() if s.password else None)
         if s.tls_ca is not None:

@@ -108,6 +108,12 @@ def ack_topic(device_id: str) -> str:
     return device_topic(device_id, Channel.ACK)
 
 
+def device_client_id(device_id: str) -> str:
+    """The MQTT client id of a device's agent. The deployment broker binds each device's credentials to this id,
+    so a device can neither take over another client's session nor be taken over with another's password."""
+    return f"pw-edge-{device_id}"
+
+
 READINGS_SUBSCRIPTION = f"{TOPIC_ROOT}/devices/+/{Channel.READINGS.value}"
 STATUS_SUBSCRIPTION = f"{TOPIC_ROOT}/devices/+/{Channel.STATUS.value}"
 

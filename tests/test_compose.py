@@ -4,35 +4,30 @@ Mosquitto configuration, credentials and ACL it mounts run by a real Mosquitto b
 from __future__ import annotations
 
 import base64
-import getpass
 import hashlib
+import json
 import re
-import socket
-import subprocess
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import paho.mqtt.client as mqtt
 import pytest
 import yaml
-from paho.mqtt.enums import CallbackAPIVersion
 from pydantic import SecretStr
 
 from analytics.settings import AnalyticsSettings
 from api.settings import ApiSettings
 from commands.cli import build_parser
-from commands.deploy_cli import INGEST_USER, mosquitto_hash, write_mqtt_credentials
-from commands.stack import find_binary
+from commands.deploy_cli import DYNSEC_FILE, INGEST_USER, dynsec_password, write_mqtt_credentials
 from edge.settings import EdgeSettings
 from firmware_sim.agents import simulated_agent
 from firmware_sim.fleet import SimulatedFleet
 from ingest.settings import IngestSettings
 from pilotwatch.manifest import Manifest
-from pilotwatch.settings import ServiceSettings, free_port
-from pilotwatch.wire import ack_topic, decode_readings, readings_topic, status_topic
+from pilotwatch.settings import ServiceSettings
+from pilotwatch.wire import ack_topic, decode_readings, device_client_id, readings_topic, status_topic
+from tests.deploy_broker import Client, DeployBroker, connack, make_tls_files
 
 REPO = Path(__file__).resolve().parents[1]
 COMPOSE = REPO / "docker-compose.yml"
@@ -151,132 +146,34 @@ def test_grafana_provisioning_reads_only_variables_compose_sets(compose: dict[st
 # -- the broker configuration, run by a real Mosquitto --------------------------------------------------------
 
 
-def test_python_hash_matches_mosquitto_passwd_format() -> None:
+def test_password_hash_is_pbkdf2_sha512_as_the_plugin_reads_it() -> None:
     salt = bytes(range(12))
     digest = base64.b64encode(hashlib.pbkdf2_hmac("sha512", b"secret", salt, 101)).decode()
-    assert mosquitto_hash("secret", salt) == f"$7$101$AAECAwQFBgcICQoL${digest}"
+    assert dynsec_password("secret", salt) == {"password": digest, "salt": "AAECAwQFBgcICQoL", "iterations": 101}
 
 
 @pytest.fixture(scope="module")
 def tls_files(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    certs = tmp_path_factory.mktemp("certs")
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-         "-keyout", str(certs / "server.key"), "-out", str(certs / "server.crt"), "-days", "2",
-         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
-        check=True, capture_output=True,
-    )  # fmt: skip
-    (certs / "ca.crt").write_bytes((certs / "server.crt").read_bytes())
-    return certs
+    return make_tls_files(tmp_path_factory.mktemp("certs"))
 
 
-class Broker:
-    def __init__(self, root: Path, credentials: Path, certs: Path) -> None:
-        self.plain_port = free_port()
-        self.tls_port = free_port()
-        conf = (REPO / "deploy" / "mosquitto" / "mosquitto.conf").read_text()
-        replacements = {
-            "listener 1883\n": f"listener {self.plain_port} 127.0.0.1\n",
-            "listener 8883\n": f"listener {self.tls_port} 127.0.0.1\n",
-            "/mosquitto/credentials/": f"{credentials}/",
-            "/mosquitto/certs/": f"{certs}/",
-            "/mosquitto/data/": f"{root}/",
-            "log_dest stdout": f"log_dest file {root}/mosquitto.log",
-        }
-        for old, new in replacements.items():
-            assert old in conf, f"deploy/mosquitto/mosquitto.conf no longer has {old!r}"
-            conf = conf.replace(old, new)
-        (root / "mosquitto.conf").write_text(conf + f"user {getpass.getuser()}\n")
-        self.log = root / "mosquitto.log"
-        self.out = (root / "stdout").open("wb")
-        self.proc = subprocess.Popen(
-            [find_binary("mosquitto"), "-c", str(root / "mosquitto.conf")], stdout=self.out, stderr=subprocess.STDOUT
-        )
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", self.tls_port), timeout=0.2).close()
-                return
-            except OSError:
-                if self.proc.poll() is not None:
-                    break
-                time.sleep(0.05)
-        self.stop()
-        pytest.fail(f"mosquitto did not start with the deploy config: {(root / 'stdout').read_text()}")
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(timeout=10)
-        self.out.close()
-
-
-class Client:
-    """A paho client that records what it receives and what the broker answered."""
-
-    def __init__(self, user: str, password: str, port: int, tls_ca: Path | None = None) -> None:
-        self.messages: list[tuple[str, bytes]] = []
-        self.connected = threading.Event()
-        self.connect_failure: str | None = None
-        self.granted: dict[int, list[int]] = {}
-        self.got = threading.Condition()
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"{user}-test", protocol=mqtt.MQTTv311)
-        self.client.username_pw_set(user, password)
-        if tls_ca is not None:
-            self.client.tls_set(ca_certs=str(tls_ca))
-        self.client.on_connect = self._on_connect
-        self.client.on_message = self._on_message
-        self.client.on_subscribe = self._on_subscribe
-        self.client.connect("127.0.0.1", port)
-        self.client.loop_start()
-        assert self.connected.wait(10), "no CONNACK"
-
-    def _on_connect(self, client: Any, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
-        self.connect_failure = str(reason) if reason.is_failure else None
-        self.connected.set()
-
-    def _on_message(self, client: Any, userdata: Any, message: Any) -> None:
-        with self.got:
-            self.messages.append((message.topic, message.payload))
-            self.got.notify_all()
-
-    def _on_subscribe(self, client: Any, userdata: Any, mid: int, reasons: Any, properties: Any) -> None:
-        with self.got:
-            self.granted[mid] = [r.value for r in reasons]
-            self.got.notify_all()
-
-    def subscribe(self, topic: str) -> list[int]:
-        _, mid = self.client.subscribe(topic, qos=1)
-        assert mid is not None
-        with self.got:
-            assert self.got.wait_for(lambda: mid in self.granted, 10)
-            return self.granted[mid]
-
-    def wait_for(self, payload: bytes) -> None:
-        with self.got:
-            assert self.got.wait_for(lambda: any(p == payload for _, p in self.messages), 10), self.messages
-
-    def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
-
-
-@pytest.fixture(params=["mosquitto_passwd", "python"])
-def broker(
-    request: pytest.FixtureRequest, tmp_path: Path, tls_files: Path, manifest: Manifest
-) -> Iterator[tuple[Broker, dict[str, str]]]:
+@pytest.fixture
+def broker(tmp_path: Path, tls_files: Path, manifest: Manifest) -> Iterator[tuple[DeployBroker, dict[str, str]]]:
     credentials = tmp_path / "credentials"
-    write_mqtt_credentials(manifest, credentials, use_mosquitto_passwd=request.param == "mosquitto_passwd")
+    write_mqtt_credentials(manifest, credentials)
     passwords: dict[str, str] = yaml.safe_load((credentials / "credentials.yaml").read_text())["users"]
-    running = Broker(tmp_path, credentials, tls_files)
+    running = DeployBroker(tmp_path, credentials, tls_files)
     yield running, passwords
     running.stop()
 
 
-def test_acl_confines_each_device_to_its_own_topics(broker: tuple[Broker, dict[str, str]], tls_files: Path) -> None:
+def test_acl_confines_each_device_to_its_own_topics(
+    broker: tuple[DeployBroker, dict[str, str]], tls_files: Path
+) -> None:
     server, passwords = broker
     a, b = "bkk-pratunam-wq1", "mlk-morten-wq1"
-    ingest = Client(INGEST_USER, passwords[INGEST_USER], server.plain_port)
-    device = Client(a, passwords[a], server.tls_port, tls_ca=tls_files / "ca.crt")
+    ingest = Client(INGEST_USER, passwords[INGEST_USER], server.plain_port, client_id="pilotwatch-ingest-1")
+    device = Client(a, passwords[a], server.tls_port, client_id=device_client_id(a), tls_ca=tls_files / "ca.crt")
     clients = [ingest, device]
     try:
         assert ingest.connect_failure is None
@@ -285,9 +182,9 @@ def test_acl_confines_each_device_to_its_own_topics(broker: tuple[Broker, dict[s
         assert ingest.subscribe("$share/ingest/pilotwatch/v1/devices/+/readings") == [1]
         assert ingest.subscribe("pilotwatch/v1/devices/+/status") == [1]
         assert device.subscribe(ack_topic(a)) == [1]
-        # Mosquitto 2.0 grants any subscription and applies the read ACL to each message it would deliver.
-        device.subscribe(ack_topic(b))
-        device.subscribe("pilotwatch/v1/devices/+/readings")
+        # The dynamic-security plugin checks subscriptions: anything but its own acks is refused.
+        assert device.subscribe(ack_topic(b)) == [128]
+        assert device.subscribe("pilotwatch/v1/devices/+/readings") == [128]
 
         device.client.publish(readings_topic(a), b"own-1", qos=1).wait_for_publish(5)
         device.client.publish(readings_topic(b), b"forged", qos=1).wait_for_publish(5)
@@ -306,10 +203,10 @@ def test_acl_confines_each_device_to_its_own_topics(broker: tuple[Broker, dict[s
         ingest.client.publish(readings_topic(a), b"from-ingest", qos=1).wait_for_publish(5)
 
         assert connack(b, "not-the-password", server.tls_port, tls_files / "ca.crt").is_failure
-        other = Client(b, passwords[b], server.tls_port, tls_ca=tls_files / "ca.crt")
+        other = Client(b, passwords[b], server.tls_port, client_id=device_client_id(b), tls_ca=tls_files / "ca.crt")
         clients.append(other)
         assert other.connect_failure is None
-        other.subscribe(readings_topic(a))
+        assert other.subscribe(readings_topic(a)) == [128]
         device.client.publish(readings_topic(a), b"own-3", qos=1).wait_for_publish(5)
         ingest.wait_for(b"own-3")
         assert all(payload != b"from-ingest" for _, payload in ingest.messages)
@@ -319,62 +216,52 @@ def test_acl_confines_each_device_to_its_own_topics(broker: tuple[Broker, dict[s
             client.close()
 
 
-def connack(user: str | None, password: str | None, port: int, tls_ca: Path | None = None) -> Any:
-    """The broker's CONNACK reason for one login. Driven by hand, without paho's network thread, because a
-    refused client under ``loop_start`` keeps reconnecting and leaves its wake-up socket pair open."""
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"{user or 'anon'}-login", protocol=mqtt.MQTTv311)
-    if user is not None:
-        client.username_pw_set(user, password)
-    if tls_ca is not None:
-        client.tls_set(ca_certs=str(tls_ca))
-    result: list[Any] = []
-
-    def on_connect(c: Any, u: Any, f: Any, reason: Any, p: Any) -> None:
-        result.append(reason)
-
-    client.on_connect = on_connect
-    client.connect("127.0.0.1", port)
-    deadline = time.monotonic() + 10
-    while not result and time.monotonic() < deadline:
-        client.loop(0.05)
-    client.disconnect()
-    sock = client.socket()
-    if sock is not None:
-        sock.close()
-    assert result, "no CONNACK"
-    return result[0]
-
-
-def test_anonymous_clients_are_refused(broker: tuple[Broker, dict[str, str]], tls_files: Path) -> None:
+def test_anonymous_clients_are_refused(broker: tuple[DeployBroker, dict[str, str]], tls_files: Path) -> None:
     server, passwords = broker
     assert connack(None, None, server.plain_port).is_failure
     assert connack(None, None, server.tls_port, tls_files / "ca.crt").is_failure
     # The same login path accepts a real device, so the refusals above are the broker's, not the helper's.
-    assert not connack("dng-quay-bin1", passwords["dng-quay-bin1"], server.tls_port, tls_files / "ca.crt").is_failure
+    login = connack(
+        "dng-quay-bin1",
+        passwords["dng-quay-bin1"],
+        server.tls_port,
+        tls_files / "ca.crt",
+        client_id=device_client_id("dng-quay-bin1"),
+    )
+    assert not login.is_failure
 
 
 def test_credentials_are_kept_across_runs_and_follow_the_manifest(tmp_path: Path, manifest: Manifest) -> None:
     out = tmp_path / "creds"
-    first = write_mqtt_credentials(manifest, out, use_mosquitto_passwd=False)
+    first = write_mqtt_credentials(manifest, out)
     assert INGEST_USER in first["created"]
     before = yaml.safe_load((out / "credentials.yaml").read_text())["users"]
     assert (out / "credentials.yaml").stat().st_mode & 0o777 == 0o600
-    second = write_mqtt_credentials(manifest, out, use_mosquitto_passwd=False)
+    second = write_mqtt_credentials(manifest, out)
     assert second["created"] == []
     assert yaml.safe_load((out / "credentials.yaml").read_text())["users"] == before
-    acl = (out / "acl").read_text()
+    config = json.loads((out / DYNSEC_FILE).read_text())
+    clients = {c["username"]: c for c in config["clients"]}
+    roles = {r["rolename"]: r for r in config["roles"]}
+    assert set(clients) == set(before)
     for _, _, device in manifest.iter_devices():
-        assert f"user {device.id}\ntopic write {readings_topic(device.id)}\n" in acl
-    assert "pattern" not in acl
+        assert clients[device.id]["clientid"] == device_client_id(device.id)
+        (role,) = clients[device.id]["roles"]
+        granted = {(acl["acltype"], acl["topic"]) for acl in roles[role["rolename"]]["acls"]}
+        assert ("publishClientSend", readings_topic(device.id)) in granted
+        assert all(device.id in topic for _, topic in granted), "a device's rules name only its own topics"
+    # A stale ACL-file setup from an earlier version is removed, not left beside the real rules.
+    (out / "acl").write_text("user x\n")
+    assert write_mqtt_credentials(manifest, out)["removed_files"] == ["acl"]
 
 
 def test_the_edge_agent_publishes_over_tls_with_its_own_credentials(
-    broker: tuple[Broker, dict[str, str]], tls_files: Path, manifest: Manifest, tmp_path: Path
+    broker: tuple[DeployBroker, dict[str, str]], tls_files: Path, manifest: Manifest, tmp_path: Path
 ) -> None:
     """The real agent, configured as on a Pi (TLS, per-device password), against the deployment's broker."""
     server, passwords = broker
     device = "bkk-pratunam-wq1"
-    ingest = Client(INGEST_USER, passwords[INGEST_USER], server.plain_port)
+    ingest = Client(INGEST_USER, passwords[INGEST_USER], server.plain_port, client_id="pilotwatch-ingest-1")
     settings = EdgeSettings(
         device=device,
         mqtt_port=server.tls_port,

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, HTTPException, Query, Request, status
+from fastapi import Path as FastApiPath
 from fastapi.responses import StreamingResponse
 
 from alerts.store import AlertStatus
@@ -55,6 +56,9 @@ from pilotwatch.alerting import TransitionKind
 from pilotwatch.manifest import AlertKind, Role
 
 router = APIRouter(tags=["alerts"])
+
+SQLITE_MAX_INT = 2**63 - 1  # ids are SQLite integers: a larger number can name nothing, and SQLite cannot bind it
+SilenceId = Annotated[int, FastApiPath(ge=1, le=SQLITE_MAX_INT, description="id of the silence")]
 
 MAX_PAGE = 500
 READINGS_MARGIN_MS = 30 * 60_000
@@ -152,22 +156,28 @@ async def _transitions(request: Request, alerts: Any, scope: Any, after: int, fo
         await asyncio.sleep(SSE_POLL_S)
 
 
-@router.get("/alerts/stream")
+class EventStream(StreamingResponse):
+    """Server-sent events; named so the OpenAPI document says ``text/event-stream``."""
+
+    media_type = "text/event-stream"
+
+
+@router.get(
+    "/alerts/stream",
+    response_class=EventStream,
+    responses={200: {"description": "one event per alert change", "content": {"text/event-stream": {}}}},
+)
 async def alert_stream(  # noqa: PLR0917  # FastAPI passes them by name
     request: Request,
     alerts: AlertStoreDep,
     scope: AlertScopeDep,
-    after: Annotated[int, Query(ge=0, description="send transitions after this id")] = 0,
+    after: Annotated[int, Query(ge=0, le=SQLITE_MAX_INT, description="send transitions after this id")] = 0,
     follow: Annotated[bool, Query(description="keep the stream open for new changes")] = True,
     last_event_id: Annotated[str | None, Header()] = None,
-) -> StreamingResponse:
+) -> EventStream:
     """Server-sent events: one event per alert change in the caller's scope (``event`` = the transition)."""
     start = int(last_event_id) if last_event_id and last_event_id.isdigit() else after
-    return StreamingResponse(
-        _transitions(request, alerts, scope, start, follow),
-        media_type="text/event-stream",
-        headers={"Cache-Control": "no-cache"},
-    )
+    return EventStream(_transitions(request, alerts, scope, start, follow), headers={"Cache-Control": "no-cache"})
 
 
 @router.get("/alerts/{alert_id}", response_model=AlertDetailPublic)
@@ -341,7 +351,7 @@ def create_silence(
 
 
 @router.delete("/silences/{silence_id}", status_code=status.HTTP_204_NO_CONTENT)
-def delete_silence(silence_id: int, alerts: AlertStoreDep, scope: ActingScope) -> None:
+def delete_silence(silence_id: SilenceId, alerts: AlertStoreDep, scope: ActingScope) -> None:
     found = alerts.silence(silence_id)
     if found is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"unknown silence {silence_id}")

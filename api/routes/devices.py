@@ -5,13 +5,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, HTTPException, status
 
 from api.deps import ScopedDevice, SettingsDep, StoreDep, from_ms
+from api.errors import READS, error_responses, log
 from api.models import DeliveryPublic, DeviceHealthPublic
 from ingest.ledger import read_ledger
 
 router = APIRouter(prefix="/devices", tags=["devices"])
+LEDGER_UNREADABLE = "ingest's delivery ledger cannot be read; the server log names the file"
 
 
 def _float(row: dict[str, Any] | None, name: str) -> float | None:
@@ -24,7 +26,7 @@ def _int(row: dict[str, Any] | None, name: str) -> int | None:
     return None if value is None else int(value)
 
 
-@router.get("/{device_id}/health", response_model=DeviceHealthPublic)
+@router.get("/{device_id}/health", response_model=DeviceHealthPublic, responses=error_responses(*READS))
 def device_health(store: StoreDep, scoped: ScopedDevice) -> DeviceHealthPublic:
     device_id = scoped.device.id
     status_row = store.device_status(device_id)
@@ -51,10 +53,16 @@ def device_health(store: StoreDep, scoped: ScopedDevice) -> DeviceHealthPublic:
     )
 
 
-@router.get("/{device_id}/delivery", response_model=DeliveryPublic)
+@router.get("/{device_id}/delivery", response_model=DeliveryPublic, responses=error_responses(403, 404))
 def device_delivery(settings: SettingsDep, scoped: ScopedDevice) -> DeliveryPublic:
     device_id = scoped.device.id
-    ledger = next((entry for entry in read_ledger(settings.ingest_state_dir) if entry.device == device_id), None)
+    try:
+        ledgers = read_ledger(settings.ingest_state_dir)
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        # A damaged or foreign file in ingest's folder: say so in one sentence, keep the path for the log.
+        log.error("cannot read ingest's ledger in %s: %s", settings.ingest_state_dir, exc)
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, detail=LEDGER_UNREADABLE) from None
+    ledger = next((entry for entry in ledgers if entry.device == device_id), None)
     placement = {"device": device_id, "city": scoped.city.id, "site": scoped.site.id}
     if ledger is None:
         return DeliveryPublic(

@@ -7,7 +7,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query, status
 
-from api.deps import ScopedDeviceQuery, SettingsDep, StoreDep, check_range, from_ms, parse_time, to_ms
+from api.deps import ScopedDeviceQuery, SettingsDep, StoreDep, check_range, from_ms, minus, parse_time, stored_window
+from api.errors import READS, error_responses
 from api.models import SeriesPointPublic, SeriesPublic
 
 router = APIRouter(tags=["series"])
@@ -16,7 +17,7 @@ DEFAULT_WINDOW = dt.timedelta(hours=24)
 DEFAULT_LIMIT = 1000
 
 
-@router.get("/series", response_model=SeriesPublic)
+@router.get("/series", response_model=SeriesPublic, responses=error_responses(*READS))
 def series(
     *,
     settings: SettingsDep,
@@ -40,9 +41,10 @@ def series(
             detail=f"query parameter 'limit': must be between 1 and {settings.series_max_limit}, got {limit}",
         )
     end_t = parse_time("end", end) if end is not None else dt.datetime.now(dt.UTC)
-    start_t = parse_time("start", start) if start is not None else end_t - DEFAULT_WINDOW
+    start_t = parse_time("start", start) if start is not None else minus(end_t, DEFAULT_WINDOW, "end")
     check_range(start_t, end_t)
-    rows, truncated = store.series(device.id, sensor, to_ms(start_t), to_ms(end_t), limit)
+    window = stored_window(start_t, end_t)
+    rows, truncated = store.series(device.id, sensor, *window, limit) if window is not None else ([], False)
     data = [
         SeriesPointPublic(time=from_ms(r.t_ms), value=r.value, qc_flag=r.qc_flag, edge_flag=r.edge_flag) for r in rows
     ]

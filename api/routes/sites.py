@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Query, status
 
 from api.deps import CurrentKey, ManifestDep, ScopedSite, StoreDep, from_ms
+from api.errors import READS, error_responses
 from api.models import (
     DevicePublic,
     LatestReadingPublic,
@@ -66,7 +67,7 @@ def site_public(manifest: Manifest, city: City, site: Site) -> SitePublic:
     )
 
 
-@router.get("", response_model=SitesPublic)
+@router.get("", response_model=SitesPublic, responses=error_responses(404, 422))
 def list_sites(
     manifest: ManifestDep,
     key: CurrentKey,
@@ -82,12 +83,12 @@ def list_sites(
     return SitesPublic(data=data, count=len(data))
 
 
-@router.get("/{site_id}", response_model=SitePublic)
+@router.get("/{site_id}", response_model=SitePublic, responses=error_responses(403, 404))
 def get_site(manifest: ManifestDep, scoped: ScopedSite) -> SitePublic:
     return site_public(manifest, scoped.city, scoped.site)
 
 
-@router.get("/{site_id}/latest", response_model=SiteLatestPublic)
+@router.get("/{site_id}/latest", response_model=SiteLatestPublic, responses=error_responses(*READS))
 def latest(store: StoreDep, scoped: ScopedSite) -> SiteLatestPublic:
     rows = store.latest_for_site(scoped.site.id)
     data = [
