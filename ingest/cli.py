@@ -134,7 +134,7 @@ def _age(ms: int | None) -> str:
     return f"{max(0.0, time.time() - ms / 1000):.0f} s ago"
 
 
-def status_line(folder: Path) -> str:
+def health_summary(folder: Path) -> str:
     """One line for `pilotwatch stack status`: is ingest running, connected, receiving, writing."""
     workers = read_status(folder)
     if not workers:
@@ -168,7 +168,7 @@ def _status(args: argparse.Namespace) -> int:
     if args.json:
         console.print_json(json.dumps(workers))
     else:
-        console.print(status_line(folder), highlight=False)
+        console.print(health_summary(folder), highlight=False)
     now_ms = time.time() * 1000
     healthy = bool(workers) and all(
         w.get("running") and not w.get("fatal") and now_ms - w.get("saved_ms", 0) < STALE_AFTER_S * 1000

@@ -137,6 +137,9 @@ class DeviceRecord:
     """One device's mutable entry in a worker's ledger."""
 
     stored: SeqSet = field(default_factory=SeqSet)
+    refused: SeqSet = field(default_factory=SeqSet)
+    """Seqs of messages refused as a whole and kept as dead letters: the device may forget them, but they are not
+    stored, so they neither raise the highest seq nor count as stored or recovered."""
     recovered: int = 0
     duplicates: int = 0
     dead_lettered: int = 0
@@ -150,16 +153,26 @@ class DeviceRecord:
     status_ms: int | None = None
 
     def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {k: v for k, v in self.__dict__.items() if k != "stored"}
+        out: dict[str, Any] = {k: v for k, v in self.__dict__.items() if k not in ("stored", "refused")}
         out["stored"] = [list(r) for r in self.stored]
+        out["refused"] = [list(r) for r in self.refused]
         return out
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> DeviceRecord:
         values = dict(data)
         stored = SeqSet((int(a), int(b)) for a, b in values.pop("stored", []))
+        refused = SeqSet((int(a), int(b)) for a, b in values.pop("refused", []))
         known = {k: v for k, v in values.items() if k in cls.__dataclass_fields__}
-        return cls(stored=stored, **known)
+        return cls(stored=stored, refused=refused, **known)
+
+    def settled(self) -> SeqSet:
+        """Stored or refused: every seq the device may forget."""
+        if not self.refused.ranges:
+            return self.stored
+        out = SeqSet(self.stored)
+        out.update(self.refused)
+        return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,6 +225,20 @@ class Ledger:
         if added and below:
             rec.recovered += 1
         return added
+
+    def mark_refused(self, device: str, seq: int) -> bool:
+        """Record that message ``seq`` was refused as a whole (and dead-lettered); True if new. A seq already stored
+        stays stored: a later bad copy does not undo it."""
+        rec = self.record(device)
+        if seq in rec.stored or not rec.refused.add(seq):
+            return False
+        rec.dead_lettered += 1
+        return True
+
+    def settled_through(self, device: str) -> int:
+        """Highest n such that every seq 0..n is stored or refused: what an end-to-end ack may say."""
+        rec = self.devices.get(device)
+        return rec.settled().through(0) if rec is not None else -1
 
     def is_stored(self, device: str, seq: int) -> bool:
         rec = self.devices.get(device)
@@ -274,11 +301,15 @@ def summarize(per_device: dict[str, list[DeviceRecord]]) -> list[DeviceLedger]:
     out = []
     for device, recs in sorted(per_device.items()):
         stored = SeqSet()
+        settled = SeqSet()
         for rec in recs:
             stored.update(rec.stored)
+            settled.update(rec.refused)
+        settled.update(stored)
         device_last_seq = _latest(recs, "device_last_seq")
+        # Refused seqs fill holes (they are accounted for, as dead letters) but never raise the high-water mark.
         high = max(stored.highest, device_last_seq if device_last_seq is not None else -1)
-        gaps = stored.gaps(0, high) if high >= 0 else []
+        gaps = settled.gaps(0, high) if high >= 0 else []
         missing = sum(b - a + 1 for a, b in gaps)
 
         def _max(name: str, recs: list[DeviceRecord] = recs) -> int | None:

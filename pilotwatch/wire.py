@@ -80,6 +80,8 @@ class Reason(enum.StrEnum):
     FUTURE_TIMESTAMP = "future_timestamp"
     BEFORE_COMMISSIONING = "before_commissioning"
     DUPLICATE = "duplicate"
+    CONFLICTING_SAMPLE = "conflicting_sample"  # a new seq re-uses a stored (device, sensor, time) with another value
+    PROCESSING_FAILED = "processing_failed"  # ingest could not process it (a fault of ingest, kept for a person)
     WRITE_REJECTED = "write_rejected"
 
 
@@ -229,7 +231,8 @@ def _load_object(payload: bytes) -> dict[str, Any]:
         obj = json.loads(payload, parse_constant=_refuse_constant)
     except WireError:
         raise
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+    except (ValueError, RecursionError) as exc:
+        # ValueError covers JSONDecodeError, bad UTF-8, and an integer past Python's 4,300-digit conversion limit.
         raise WireError(Reason.BAD_JSON, str(exc)[:200]) from None
     if not isinstance(obj, dict):
         raise WireError(Reason.NOT_AN_OBJECT, f"payload is a JSON {type(obj).__name__}, expected an object")
@@ -238,6 +241,25 @@ def _load_object(payload: bytes) -> dict[str, Any]:
 
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _short(value: Any) -> str:
+    """``repr`` of a received value cut to 40 characters: an integer of 10,000 digits must not fill a detail."""
+    text = repr(value) if not _is_int(value) or abs(value) < 10**30 else f"an integer of {len(str(abs(value)))} digits"
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _finite_float(value: Any, name: str) -> float:
+    """A JSON number as a finite float; an integer too long for a float is refused, not an OverflowError."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise WireError(Reason.BAD_TYPE, f"{name} must be a finite number, got {_short(value)}")
+    try:
+        number = float(value)
+    except OverflowError:
+        raise WireError(Reason.NON_FINITE, f"{name} {_short(value)} does not fit a float") from None
+    if not math.isfinite(number):
+        raise WireError(Reason.NON_FINITE, f"{name} {number} is not finite")
+    return number
 
 
 def _check_common(obj: dict[str, Any], topic_device: str, keys: frozenset[str], required: tuple[str, ...]) -> None:
@@ -430,30 +452,30 @@ _STATUS_KEYS = frozenset(
 )
 
 
+_DEVICE_STATES = frozenset(s.value for s in DeviceState)
+
+
 def decode_status(topic: str, payload: bytes) -> StatusMessage:
     topic_device, channel = parse_topic(topic)
     if channel is not Channel.STATUS:
         raise WireError(Reason.BAD_TOPIC, f"expected a {Channel.STATUS.value} topic, got {channel.value}")
     obj = _load_object(payload)
     _check_common(obj, topic_device, _STATUS_KEYS, ("v", "device", "state", "t"))
-    try:
-        state = DeviceState(obj["state"])
-    except ValueError:
-        raise WireError(
-            Reason.BAD_TYPE, f"state {obj['state']!r} is not one of {[s.value for s in DeviceState]}"
-        ) from None
+    raw_state = obj["state"]
+    if not isinstance(raw_state, str) or raw_state not in _DEVICE_STATES:
+        raise WireError(Reason.BAD_TYPE, f"state {_short(raw_state)} is not one of {sorted(_DEVICE_STATES)}")
+    state = DeviceState(raw_state)
     values: dict[str, Any] = {}
     for wire_name, attr in StatusMessage._OPTIONAL_NUMBERS:
         value = obj.get(wire_name)
         if value is not None:
-            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-                raise WireError(Reason.BAD_TYPE, f"{wire_name} must be a finite number, got {value!r}")
-            values[attr] = float(value)
+            values[attr] = _finite_float(value, wire_name)
     for wire_name, attr in StatusMessage._OPTIONAL_INTS:
         value = obj.get(wire_name)
         if value is not None:
-            if not _is_int(value) or value < 0:
-                raise WireError(Reason.BAD_TYPE, f"{wire_name} must be a non-negative integer, got {value!r}")
+            # Bounded like a seq: a number InfluxDB's int64 field cannot hold would be refused at write time.
+            if not _is_int(value) or not 0 <= value <= MAX_SEQ:
+                raise WireError(Reason.BAD_TYPE, f"{wire_name} must be an integer in 0..{MAX_SEQ}, got {_short(value)}")
             values[attr] = int(value)
     sensors = obj.get("sensors", {})
     if not isinstance(sensors, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in sensors.items()):
@@ -502,12 +524,22 @@ def decode_ack(topic: str, payload: bytes) -> AckMessage:
     obj = _load_object(payload)
     _check_common(obj, topic_device, _ACK_KEYS, ("v", "device", "stored_through", "t"))
     through = obj["stored_through"]
-    if not _is_int(through) or through < -1:
-        raise WireError(Reason.BAD_SEQUENCE, f"stored_through must be an integer >= -1, got {through!r}")
+    if not _is_int(through) or not -1 <= through <= MAX_SEQ:
+        raise WireError(
+            Reason.BAD_SEQUENCE, f"stored_through must be an integer in -1..{MAX_SEQ}, got {_short(through)}"
+        )
+    raw_ranges = obj.get("ranges", [])
+    if not isinstance(raw_ranges, list):
+        raise WireError(Reason.BAD_TYPE, f"ranges must be a list of [first, last] pairs, got {_short(raw_ranges)}")
     ranges: list[tuple[int, int]] = []
-    for pair in obj.get("ranges", []):
-        if not (isinstance(pair, list) and len(pair) == 2 and all(_is_int(x) for x in pair) and pair[0] <= pair[1]):
-            raise WireError(Reason.BAD_TYPE, f"range {pair!r} must be [first, last] with first <= last")
+    for pair in raw_ranges:
+        if not (
+            isinstance(pair, list)
+            and len(pair) == 2
+            and all(_is_int(x) and 0 <= x <= MAX_SEQ for x in pair)
+            and pair[0] <= pair[1]
+        ):
+            raise WireError(Reason.BAD_TYPE, f"range {_short(pair)} must be [first, last] with 0 <= first <= last")
         ranges.append((int(pair[0]), int(pair[1])))
     return AckMessage(
         device=topic_device,
