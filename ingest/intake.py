@@ -15,9 +15,11 @@ Guarantees (each message ends in exactly one of these, whatever it holds):
   as ``processing_failed``, so one payload can never stop the consumer.
 
 Sequence numbers are sane when they are at most :data:`MAX_SANE_SEQ` and, for a device with history, at most
-:data:`MAX_SEQ_JUMP` above the highest seq known for it; anything else is refused as ``bad_sequence`` (an edge
-numbers its messages one by one, so a jump of a million is a broken or hostile device, and letting it in would
-show billions of readings as missing). The same bound applies to a status message's ``last_seq``.
+:data:`MAX_SEQ_JUMP` above the highest seq known for it (an edge numbers its messages one by one, so a jump of a
+million is a broken or hostile device, and letting it in would show billions of readings as missing). A message
+with a seq that is not sane never enters the ledger: when it holds readings that would be stored it is refused as
+``bad_sequence``; when every reading is refused anyway, the readings keep their own reasons. A status message whose
+``last_seq`` is not sane is refused as ``bad_sequence``.
 """
 
 from __future__ import annotations
@@ -135,7 +137,13 @@ class Intake:
         device, seq = checked.device, checked.seq
         insane = self._sane(device, seq)
         if insane is not None:
-            self._refuse(topic, payload, Reason.BAD_SEQUENCE, insane, batch, status=False)
+            if checked.lines:
+                self._refuse(topic, payload, Reason.BAD_SEQUENCE, insane, batch, status=False)
+            else:
+                # Nothing of it would be stored anyway: its readings keep their own reasons, the seq stays out.
+                for rejection in checked.rejections:
+                    stats.readings_rejected[rejection.reason.value] += 1
+                batch.rejections.extend(checked.rejections)
             return
         stats.device_last_seen[device] = now_ms / 1000
         seen = self._seen.get(device)

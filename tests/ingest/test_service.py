@@ -35,7 +35,7 @@ from pilotwatch.wire import (
 )
 from tests.ingest.helpers import (
     DEVICE,
-    EdgeLike,
+    ResendingPublisher,
     close_client,
     expected,
     make_message,
@@ -161,7 +161,7 @@ def test_resend_is_acked_again_and_never_duplicated(
     start_ingest: Callable[..., IngestService], influx: InfluxV1, stack: LocalStack, manifest: Manifest
 ) -> None:
     service = start_ingest()
-    edge = EdgeLike(stack.config.host, stack.config.mqtt_port)
+    edge = ResendingPublisher(stack.config.host, stack.config.mqtt_port)
     messages = [make_message(manifest, seq, 5, recent_t0()) for seq in range(20)]
     edge.connect()
     try:
@@ -340,7 +340,7 @@ def test_two_workers_on_a_shared_subscription_store_each_reading_once(
 ) -> None:
     first = start_ingest()
     second = start_ingest(share_group=first.settings.share_group)
-    edge = EdgeLike(stack.config.host, stack.config.mqtt_port)
+    edge = ResendingPublisher(stack.config.host, stack.config.mqtt_port)
     messages = [make_message(manifest, seq, 10, recent_t0()) for seq in range(3_000)]
     for m in messages:
         edge.add(m)
