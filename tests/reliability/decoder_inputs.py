@@ -56,7 +56,7 @@ HOSTILE_INTS = (
 )
 HOSTILE_STRINGS = ("", "\ud800", "\udfff", "a\x00b", "\u202e", "x" * 5000, "NaN", "1e999", "pH\ud83d")
 
-NESTED = (
+NESTED: tuple[Any, ...] = (
     [],
     {},
     [1, [2, [3, [4]]]],
@@ -94,7 +94,7 @@ def _mutated(draw: st.DrawFn, base: dict[str, Any], nested: str | None) -> bytes
             index = draw(st.integers(0, len(obj[nested]) - 1))
             if isinstance(obj[nested][index], dict):
                 target = obj[nested][index]
-        keys = sorted(target) + ["extra"]
+        keys = [*sorted(target), "extra"]
         key = draw(st.sampled_from(keys))
         if draw(st.integers(0, 5)) == 0:
             target.pop(key, None)
@@ -205,7 +205,7 @@ DECODERS = {"readings": decode_readings, "status": decode_status, "ack": decode_
 def check_decoder(kind: str, topic: str, payload: bytes, tally: Tally) -> None:
     """Accepted, or a WireError with a reason and a short detail; anything else propagates (a crash)."""
     try:
-        DECODERS[kind](topic, payload)  # type: ignore[operator]
+        DECODERS[kind](topic, payload)
     except WireError as exc:
         _refused(exc, tally)
     else:
@@ -233,9 +233,11 @@ class IntakeHarness:
         for line in batch.lines:
             line.encode("utf-8")  # what the writer will send; a lone surrogate here would kill the writer
         for rejection in batch.rejections:
-            assert rejection.detail and isinstance(rejection.reason, Reason)
+            assert rejection.detail
+            assert isinstance(rejection.reason, Reason)
         for device, seq in (*batch.stored, *batch.refused):
-            assert 0 <= seq <= MAX_SEQ and device in self.intake.validator.devices
+            assert 0 <= seq <= MAX_SEQ
+            assert device in self.intake.validator.devices
         if outcomes:
             self.tally.accepted += 1
         for rejection in batch.rejections:

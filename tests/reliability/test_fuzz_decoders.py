@@ -19,13 +19,13 @@ from tests.reliability.decoder_inputs import (
     status_inputs,
 )
 
-CI: dict[str, Any] = dict(
-    deadline=None,
-    derandomize=True,  # the same inputs on every CI run; the long run draws new ones
-    database=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much],
-    phases=[Phase.explicit, Phase.generate, Phase.shrink],
-)
+CI: dict[str, Any] = {
+    "deadline": None,
+    "derandomize": True,  # the same inputs on every CI run; the long run draws new ones
+    "database": None,
+    "suppress_health_check": [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much],
+    "phases": [Phase.explicit, Phase.generate, Phase.shrink],
+}
 READINGS_TALLY = Tally()
 STATUS_TALLY = Tally()
 ACK_TALLY = Tally()
