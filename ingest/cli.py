@@ -145,6 +145,8 @@ def health_summary(folder: Path) -> str:
         fresh = w.get("running") and now_ms - w.get("saved_ms", 0) < STALE_AFTER_S * 1000
         if w.get("fatal"):
             state = f"FATAL: {w['fatal'][:80]}"
+        elif w.get("running") and _stale(w, now_ms):
+            state = f"STALE: no progress since {_age(int((w.get('last_progress_at') or 0) * 1000))}"
         elif not fresh:
             state = f"not running (last status {_age(w.get('saved_ms'))})"
         elif not w.get("connected"):
@@ -171,10 +173,22 @@ def _status(args: argparse.Namespace) -> int:
         console.print(health_summary(folder), highlight=False)
     now_ms = time.time() * 1000
     healthy = bool(workers) and all(
-        w.get("running") and not w.get("fatal") and now_ms - w.get("saved_ms", 0) < STALE_AFTER_S * 1000
+        w.get("running")
+        and not w.get("fatal")
+        and not _stale(w, now_ms)
+        and now_ms - w.get("saved_ms", 0) < STALE_AFTER_S * 1000
         for w in workers
     )
     return 0 if healthy else 1
+
+
+def _stale(worker: dict[str, Any], now_ms: float) -> bool:
+    """The health check: a thread of the worker has made no progress for its ``stale_after_s``."""
+    if worker.get("stale"):
+        return True
+    last = worker.get("last_progress_at")
+    limit = worker.get("stale_after_s")
+    return last is not None and limit is not None and now_ms / 1000 - float(last) > float(limit)
 
 
 def _when(ms: int | None) -> str:

@@ -28,6 +28,7 @@ then returns 3, so ``pilotwatch ingest run`` exits non-zero and its supervisor r
 from __future__ import annotations
 
 import json
+import logging
 import os
 import queue
 import signal
@@ -62,6 +63,8 @@ from pilotwatch.wire import STATUS_SUBSCRIPTION
 
 WriterFactory = Callable[[IngestSettings], Writer]
 MqttFactory = Callable[[IngestSettings], mqtt.Client]
+
+log = logging.getLogger(__name__)
 
 ACK_INFLIGHT = 100  # end-to-end acks in flight to the broker at once; more wait in paho's queue
 CONSUMER = "consume"
@@ -240,10 +243,11 @@ class IngestService:
             try:
                 target()
             except BaseException as exc:
+                # Not swallowed: the fatal status stops the service, and run_forever exits non-zero.
+                log.exception("ingest thread %r stopped", name)
                 if self.stats.fatal is None:
                     self.stats.fatal = f"ingest thread '{name}' stopped: {type(exc).__name__}: {str(exc)[:300]}"
                 self._stopping.set()
-                raise
 
         return run
 
