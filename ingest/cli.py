@@ -290,13 +290,18 @@ def _dead_count(args: argparse.Namespace) -> int:
     with _store(args) as store:
         counts = store.counts_by_reason()
         pending = store.count(pending_only=True)
+        drops = store.drops()
     console = Console()
     if args.json:
-        console.print_json(json.dumps({"by_reason": counts, "total": sum(counts.values()), "pending": pending}))
+        dropped = {cause: {"entries": n, "bytes": size} for cause, (n, size) in drops.items()}
+        body = {"by_reason": counts, "total": sum(counts.values()), "pending": pending, "dropped": dropped}
+        console.print_json(json.dumps(body))
         return 0
     for reason, n in counts.items():
         console.print(f"{reason:24} {n}", highlight=False)
     console.print(f"{'total':24} {sum(counts.values())} ({pending} not replayed)", highlight=False)
+    for cause, (n, size) in drops.items():
+        console.print(f"{'dropped: ' + cause:24} {n} entries, {size} bytes", highlight=False)
     return 0
 
 

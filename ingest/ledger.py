@@ -2,13 +2,15 @@
 
 Each ingest worker keeps a :class:`Ledger` in memory and saves it to ``<state_dir>/ledger-<worker>.json``
 (atomically) after every batch is safe and before that batch is acknowledged to anyone. A sequence number enters
-the ledger only once its readings are safe (written to InfluxDB, spooled to ingest's disk, or kept in the
-dead-letter store), so the ledger never claims what is not stored, and a crash cannot leave it missing a number
-the edge has already deleted on ingest's word.
+the ledger only once its readings are safe (written to InfluxDB or spooled to ingest's disk: ``stored``), or once
+the message was refused as a whole and kept in the dead-letter store (``refused``, kept apart: it is settled, so
+the device may forget it, but it is not stored and never raises the highest seq). The ledger never claims what is
+not kept, and a crash cannot leave it missing a number the edge has already deleted on ingest's word.
 
 :func:`read_ledger` merges the files of all workers of a state folder (with a shared subscription each worker
-sees only some of a device's messages) and needs no running ingest, so the API and ``pilotwatch ingest ledger``
-read it directly. Sequence numbers start at 0 (wire contract: ``stored_through`` is -1 before anything is stored).
+sees only some of a device's messages) and needs no running ingest, so ``pilotwatch ingest ledger`` reads it
+directly; everyone else (the API) reads its published form, the ``delivery`` measurement (:mod:`ingest.delivery`).
+Sequence numbers start at 0 (wire contract: ``stored_through`` is -1 before anything is stored).
 For each device it reports: stored, missing (not stored, at or below the highest number stored or announced by
 the device's status), recovered (arrived after a higher number had been stored, i.e. a gap that closed), what the
 device says it still buffers and its oldest unsent sample.
