@@ -13,7 +13,7 @@ Modules:
 - :mod:`analytics.detectors` — streaming detectors (robust z, EWMA, CUSUM, time-of-day baseline, drift/fouling)
   with ``score_one``/``learn_one``, batch ``score_many`` equal to streaming, and checkpoints.
 - :mod:`analytics.labels` — fault vs event from QC results, agreement between parameters and device health.
-- :mod:`analytics.config` — pydantic models (stdlib + pydantic only); ``ParameterQC`` types the ``qc:`` section
+- :mod:`pilotwatch.qc_config` — pydantic models (stdlib + pydantic only); ``ParameterQC`` types the ``qc:`` section
   of a sensor in the manifest, ``QCConfig`` a configuration file. Unknown names are errors.
 - :mod:`analytics.pipeline` — everything configured for a site, over many parameters at once.
 - :mod:`analytics.service` — the live service: InfluxDB in, ``qc`` measurement out, late data re-evaluated.

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import os
 import signal
 import threading
 from collections.abc import Sequence
@@ -27,7 +26,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from analytics.csvqc import run_csv
-from pilotwatch.common_cli import common_settings
+from pilotwatch.common_cli import common_settings, moment
 
 LONG_FILE_BYTES = 5_000_000
 """Files larger than this show a progress bar (on stderr)."""
@@ -53,10 +52,8 @@ def register(subparsers: Any) -> None:
         "run", help="evaluate the live stream until Ctrl-C / SIGTERM (settings: PILOTWATCH_ANALYTICS_*)"
     )
     live.add_argument("--once", action="store_true", help="one pass over everything up to now, then stop")
-    live.add_argument("--since", type=_instant, default=None, metavar="ISO", help="evaluate from this time, then stop")
-    live.add_argument(
-        "--until", type=_instant, default=None, metavar="ISO", help="end of --since's window (default now)"
-    )
+    live.add_argument("--since", type=moment, default=None, metavar="ISO", help="evaluate from this time, then stop")
+    live.add_argument("--until", type=moment, default=None, metavar="ISO", help="end of --since's window (default now)")
     live.add_argument("--influx-url")
     live.add_argument("--database")
     live.add_argument("--state-dir", type=Path)
@@ -64,38 +61,15 @@ def register(subparsers: Any) -> None:
     live.set_defaults(handler=run_service)
 
 
-def _instant(text: str) -> int:
-    """An ISO 8601 time as epoch ms (UTC when it names no offset)."""
-    try:
-        moment = dt.datetime.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an ISO 8601 time like 2026-03-01T00:00:00Z, got {text!r}") from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=dt.UTC)
-    return int(moment.timestamp() * 1000)
-
-
 def service_settings(args: argparse.Namespace) -> Any:
-    """Settings from the environment, then the local stack of ``--home``, then the command line."""
+    """Flags over ``PILOTWATCH_ANALYTICS_*`` over the local stack of ``--home``."""
     from analytics.settings import AnalyticsSettings  # noqa: PLC0415  # pydantic-settings only for this command
-    from pilotwatch.stack import load_stack  # noqa: PLC0415
 
-    common = common_settings(args)
-    overrides: dict[str, Any] = {}
-    if not os.environ.get("PILOTWATCH_ANALYTICS_STATE_DIR"):
-        overrides["state_dir"] = common.home / "analytics"
-    if common.manifest is not None and not os.environ.get("PILOTWATCH_ANALYTICS_MANIFEST"):
-        overrides["manifest"] = common.manifest
-    if (common.stack_root / "stack.json").exists():
-        stack = load_stack(common.stack_root).config
-        for name, value in (("influx_url", stack.influx_url), ("database", stack.database)):
-            if not os.environ.get(f"PILOTWATCH_ANALYTICS_{name.upper()}"):
-                overrides[name] = value
-    for name in ("influx_url", "database", "state_dir"):
-        given = getattr(args, name, None)
-        if given is not None:
-            overrides[name] = given
-    return AnalyticsSettings(**overrides)
+    return AnalyticsSettings.for_command(
+        common_settings(args),
+        influx={"url": getattr(args, "influx_url", None), "database": getattr(args, "database", None)},
+        state_dir=getattr(args, "state_dir", None),
+    )
 
 
 def run_service(args: argparse.Namespace) -> int:
@@ -133,7 +107,7 @@ def run_service(args: argparse.Namespace) -> int:
             show(service.step())
         return 0
     err.print(
-        f"analytics: InfluxDB {settings.influx_url} db {settings.database}, every {settings.interval_s:g} s, "
+        f"analytics: InfluxDB {settings.influx.url} db {settings.influx.database}, every {settings.interval_s:g} s, "
         f"late window {settings.late_window_s:g} s; checkpoint {settings.state_file}",
         highlight=False,
     )

@@ -1,6 +1,6 @@
 """QC of a table on disk: a logger download or an export, one column per parameter and one time column.
 
-In: a CSV path, the name of its time column, optionally a :class:`analytics.config.QCConfig` (YAML or JSON).
+In: a CSV path, the name of its time column, optionally a :class:`pilotwatch.qc_config.QCConfig` (YAML or JSON).
 Out: a CSV with the time column and, per parameter, the value, the aggregate QARTOD flag (``<p>_flag``), the
 anomaly flag and score (``<p>_anomaly``, ``<p>_anomaly_score``) and the label (``<p>_label``: good, fault,
 event, missing). Without a configuration, :func:`derive_config` derives ranges and thresholds from the data and
@@ -21,9 +21,9 @@ import pandas as pd
 import yaml
 from pydantic import ValidationError
 
-from analytics.config import QCConfig
 from analytics.labels import LABEL_NAMES, Label
 from analytics.pipeline import evaluate_site
+from pilotwatch.qc_config import QCConfig
 
 Progress = Callable[[str, int, int], None]
 

@@ -1,7 +1,7 @@
 """Run everything configured for a site — QARTOD tests, detectors, labels — over many parameters at once.
 
 In: a table of readings (one column per parameter, aligned on one time axis; NaN where a parameter has no
-reading) and a :class:`analytics.config.QCConfig`. Out: a :class:`SiteResult` holding, per parameter, every
+reading) and a :class:`pilotwatch.qc_config.QCConfig`. Out: a :class:`SiteResult` holding, per parameter, every
 test's flags, the aggregate flag, the anomaly score (alarm units: >= 1 is anomalous) and flag, and the label.
 
 Detectors learn only from readings that did not FAIL QARTOD, so a stuck or impossible value never becomes the
@@ -12,7 +12,7 @@ same data because both run the same kernels in the same order.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,8 +21,8 @@ import numpy.typing as npt
 
 from analytics import detectors as det
 from analytics import qartod
-from analytics.config import ParameterQC, QCConfig
 from analytics.labels import LABEL_NAMES, SIGNATURES, Label, label_site
+from pilotwatch.qc_config import ParameterQC, QCConfig
 from pilotwatch.schema import QartodFlag
 
 U8 = npt.NDArray[np.uint8]
@@ -68,23 +68,50 @@ def run_qartod(
     return out
 
 
+@dataclass(frozen=True)
+class StreamWindow:
+    """Which readings of a re-read window a live pass may score and learn from.
+
+    ``fresh``: readings after the series' committed horizon (scored, from a copy of the committed detectors, so a
+    late reading that arrives later is scored again in order). ``commit``: the fresh readings old enough (before
+    the late window closes) that the committed detectors learn them for good.
+    """
+
+    fresh: npt.NDArray[np.bool_]
+    commit: npt.NDArray[np.bool_]
+
+
 def evaluate_parameter(
     values: F8,
     times: npt.NDArray[np.int64],
     cfg: ParameterQC,
-    detectors: Mapping[str, det.Detector] | None = None,
+    detectors: MutableMapping[str, det.Detector] | None = None,
     columns: Mapping[str, F8] | None = None,
+    *,
+    window: StreamWindow | None = None,
 ) -> ParameterResult:
-    """QARTOD + detectors for one parameter (times sorted). ``detectors`` carry state and are updated."""
+    """QARTOD + detectors for one parameter (times sorted). ``detectors`` carry state and are updated.
+
+    Batch (``window`` None): every reading is scored and learnt. Live: the same tests and the same detectors,
+    scoring ``window.fresh`` and learning ``window.commit``; a reading outside ``fresh`` scores 0 (it was scored
+    by the pass that made it old). Both paths are this one function, so streaming equals batch by construction.
+    """
     times = times.view("datetime64[ns]") if times.dtype == np.int64 else times
     tests = run_qartod(values, times, cfg, columns)
     flag = qartod.aggregate(tests) if tests else np.where(np.isfinite(values), 2, 9).astype(np.uint8)
     detectors = build_detectors(cfg) if detectors is None else detectors
     learnable = np.where(flag == QartodFlag.FAIL, np.nan, values)
     score = np.zeros(values.shape[0])
-    for d in detectors.values():
-        s = d.alarm_score(learnable, times)
-        score = np.fmax(score, np.nan_to_num(s, nan=0.0))
+    for name, committed in detectors.items():
+        if window is None:
+            s = committed.alarm_score(learnable, times)
+            score = np.fmax(score, np.nan_to_num(s, nan=0.0))
+            continue
+        trial = det.detector_from_state(committed.state_dict())
+        s = trial.alarm_score(learnable[window.fresh], times[window.fresh])
+        score[window.fresh] = np.fmax(score[window.fresh], np.nan_to_num(s, nan=0.0))
+        committed.score_many(learnable[window.commit], times[window.commit])
+        detectors[name] = committed
     score[~np.isfinite(values)] = np.nan
     anomaly = (np.nan_to_num(score) >= 1.0) | (flag == QartodFlag.SUSPECT) | (flag == QartodFlag.FAIL)
     return ParameterResult(tests=tests, flag=flag, score=score, anomaly=anomaly)

@@ -3,7 +3,7 @@
 Each test is ``<check>_test(values, times, **params) -> np.ndarray[uint8]`` with the flag values of ioos_qc
 (:class:`~pilotwatch.schema.QartodFlag`: 1 good, 2 not evaluated, 3 suspect, 4 fail, 9 missing). The keyword
 parameters have ioos_qc's names, so an ioos_qc configuration ports directly, and they *are* the configuration schema
-(:mod:`analytics.config`). Wrappers coerce inputs to contiguous ``float64`` values and ``int64`` epoch
+(:mod:`pilotwatch.qc_config`). Wrappers coerce inputs to contiguous ``float64`` values and ``int64`` epoch
 nanoseconds, validate, and raise :class:`ValueError` naming the bad argument; the work is done by the private
 Numba kernels of :mod:`analytics._kernels`.
 

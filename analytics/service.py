@@ -32,7 +32,6 @@ Three layers:
 
 from __future__ import annotations
 
-import json
 import math
 import threading
 import time
@@ -46,21 +45,28 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import SecretStr
 
-from analytics import detectors as det
-from analytics import qartod
-from analytics.config import FlatLine, GrossRange, Labels, ParameterQC
 from analytics.labels import BASELINE_WINDOW_S, LABEL_NAMES, SIGNATURES, Label, label_site
-from analytics.pipeline import build_detectors, run_qartod
+from analytics.pipeline import StreamWindow, build_detectors, evaluate_parameter
 from analytics.settings import AnalyticsSettings
+from analytics.stream import (
+    Checkpoint,
+    SeriesKey,
+    SeriesPass,
+    SeriesState,
+    load_series_state,
+    read_checkpoint,
+    series_state_dict,
+    write_checkpoint,
+)
 from pilotwatch.manifest import Manifest, Sensor
+from pilotwatch.qc_config import FlatLine, GrossRange, Labels, ParameterQC
 from pilotwatch.schema import SERIES_TAGS, Measurement, QartodFlag, line
+from pilotwatch.settings import InfluxConnection
 
-SeriesKey = tuple[str, str, str, str, str]
 Samples = tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]
 """Sorted sample times (epoch ms) and their values."""
 NS_PER_MS = 1_000_000
 WRITE_BATCH = 5_000
-CHECKPOINT_VERSION = 1
 
 DEFAULT_FLAT_LINE_S = (12 * 3600.0, 24 * 3600.0)
 FLAT_TOLERANCE = 1e-9
@@ -121,14 +127,6 @@ def check_streamable(cfg: ParameterQC, context_s: float, where: str) -> None:
 
 
 # ------------------------------------------------------------------------------------------------ report
-@dataclass
-class _Series:
-    horizon_ms: int
-    detectors: dict[str, det.Detector]
-    seen_until_ms: int
-    seen: set[int] = field(default_factory=set)  # sample times already read, back to horizon - context
-
-
 @dataclass
 class RunReport:
     """What a pass (or a whole window) did. Counts are of readings evaluated (one per series and time)."""
@@ -228,7 +226,7 @@ class QCService:
                 f"context ({context} s) must cover the labels' baseline window and agreement window "
                 f"({BASELINE_WINDOW_S + self.labels.agreement_window} s)"
             )
-        self._series: dict[SeriesKey, _Series] = {}
+        self._series: dict[SeriesKey, SeriesState] = {}
 
     def config_for(self, key: SeriesKey) -> ParameterQC | None:
         if callable(self._config):
@@ -243,33 +241,15 @@ class QCService:
     # -- state ------------------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         """A JSON-able checkpoint of every series' horizon and detector state (restore with ``load_state``)."""
-        return {
-            "|".join(key): {
-                "horizon_ms": s.horizon_ms,
-                "seen_until_ms": s.seen_until_ms,
-                "seen": sorted(s.seen),
-                "detectors": {name: d.state_dict() for name, d in s.detectors.items()},
-            }
-            for key, s in self._series.items()
-        }
+        return series_state_dict(self._series)
 
     def load_state(self, state: Mapping[str, Any]) -> None:
-        for joined, s in state.items():
-            parts = tuple(joined.split("|"))
-            if len(parts) != len(SERIES_TAGS):
-                raise ValueError(f"checkpoint series {joined!r} is not city|site|device|sensor|param")
-            key: SeriesKey = (parts[0], parts[1], parts[2], parts[3], parts[4])
-            self._series[key] = _Series(
-                horizon_ms=int(s["horizon_ms"]),
-                detectors={name: det.detector_from_state(d) for name, d in s["detectors"].items()},
-                seen_until_ms=int(s["seen_until_ms"]),
-                seen={int(t) for t in s["seen"]},
-            )
+        self._series.update(load_series_state(state))
 
     # -- reading ----------------------------------------------------------------------------------------------
     def _read(self, since_ms: int, until_ms: int) -> dict[SeriesKey, Samples]:
         q = (
-            f"SELECT value FROM reading WHERE time > {since_ms}ms AND time <= {until_ms}ms "  # noqa: S608  # integers only
+            f"SELECT value FROM {Measurement.READING} WHERE time > {since_ms}ms AND time <= {until_ms}ms "  # noqa: S608  # integers only
             "GROUP BY city, site, device, sensor, param"
         )
         rows: dict[SeriesKey, tuple[list[int], list[float]]] = {}
@@ -290,7 +270,7 @@ class QCService:
     def _battery(self, since_ms: int, until_ms: int) -> dict[str, Samples]:
         """Per device, the battery level reported by its status points (a day before ``since_ms`` on)."""
         q = (
-            f"SELECT battery_pct FROM device_status WHERE time > {since_ms - 86_400_000}ms "  # noqa: S608  # integers
+            f"SELECT battery_pct FROM {Measurement.DEVICE_STATUS} WHERE time > {since_ms - 86_400_000}ms "  # noqa: S608  # integers
             f"AND time <= {until_ms}ms GROUP BY device"
         )
         per: dict[str, list[tuple[int, float]]] = {}
@@ -331,7 +311,7 @@ class QCService:
         read_from = (since_ms if horizon is None else horizon) - self.context_ms
         data = self._read(read_from, until_ms)
         battery = self._battery(read_from, until_ms) if self.low_battery_pct is not None else {}
-        per_site: dict[tuple[str, str], dict[SeriesKey, dict[str, Any]]] = {}
+        per_site: dict[tuple[str, str], dict[SeriesKey, SeriesPass]] = {}
         by_device: dict[tuple[str, str, str], dict[str, SeriesKey]] = {}
         for key in data:
             by_device.setdefault(key[:3], {})[key[3]] = key
@@ -342,7 +322,7 @@ class QCService:
                 continue
             state = self._series.get(key)
             if state is None:
-                state = _Series(horizon_ms=since_ms, detectors=build_detectors(cfg), seen_until_ms=since_ms)
+                state = SeriesState(horizon_ms=since_ms, detectors=build_detectors(cfg), seen_until_ms=since_ms)
                 self._series[key] = state
             report.series += 1
             fresh = t_ms > state.horizon_ms
@@ -355,30 +335,16 @@ class QCService:
             if cfg.qartod.neighbor is not None:
                 # The neighbour is another sensor of the same device, aligned on this series' sample times.
                 columns = {sensor: _align(*data[other], t_ms) for sensor, other in by_device[key[:3]].items()}
-            tests = run_qartod(values, times_ns, cfg, columns)
-            flag = qartod.aggregate(tests) if tests else np.where(np.isfinite(values), 2, 9).astype(np.uint8)
-            learnable = np.where(flag == QartodFlag.FAIL, np.nan, values)
             new_horizon = max(state.horizon_ms, until_ms - self.late_ms)
-            score = np.zeros(values.shape[0])
-            for name, committed in state.detectors.items():
-                trial = det.detector_from_state(committed.state_dict())
-                s = trial.alarm_score(learnable[fresh], times_ns[fresh])
-                score[fresh] = np.fmax(score[fresh], np.nan_to_num(s, nan=0.0))
-                commit = fresh & (t_ms <= new_horizon)
-                committed.score_many(learnable[commit], times_ns[commit])
-                state.detectors[name] = committed
-            score[~np.isfinite(values)] = np.nan
-            anomaly = (np.nan_to_num(score) >= 1.0) | np.isin(flag, (QartodFlag.SUSPECT, QartodFlag.FAIL))
-            per_site.setdefault((key[0], key[1]), {})[key] = {
-                "t": t_ms,
-                "values": values,
-                "fresh": fresh,
-                "settled": fresh & ((t_ms >= count_from) | late) & ((t_ms <= new_horizon) | final),
-                "tests": tests,
-                "flag": flag,
-                "score": score,
-                "anomaly": anomaly,
-            }
+            window = StreamWindow(fresh=fresh, commit=fresh & (t_ms <= new_horizon))
+            result = evaluate_parameter(values, times_ns, cfg, state.detectors, columns, window=window)
+            per_site.setdefault((key[0], key[1]), {})[key] = SeriesPass(
+                t_ms=t_ms,
+                values=values,
+                fresh=fresh,
+                settled=fresh & ((t_ms >= count_from) | late) & ((t_ms <= new_horizon) | final),
+                result=result,
+            )
             state.horizon_ms = new_horizon
             state.seen = {int(t) for t in t_ms if t > new_horizon - self.context_ms}
             state.seen_until_ms = max(state.seen_until_ms, until_ms)
@@ -397,12 +363,12 @@ class QCService:
     def _label_and_format(
         self,
         site: str,
-        series: Mapping[SeriesKey, Mapping[str, Any]],
+        series: Mapping[SeriesKey, SeriesPass],
         battery: Mapping[str, Samples],
         report: RunReport,
     ) -> list[str]:
         """Label one site's series on their common time axis; the ``qc`` lines of the fresh readings."""
-        axis = np.unique(np.concatenate([ser["t"] for ser in series.values()]))
+        axis = np.unique(np.concatenate([ser.t_ms for ser in series.values()]))
         aligned_tests: dict[str, dict[str, npt.NDArray[np.uint8]]] = {}
         aligned_flag: dict[str, npt.NDArray[np.uint8]] = {}
         aligned_anom: dict[str, npt.NDArray[np.bool_]] = {}
@@ -410,16 +376,16 @@ class QCService:
         aligned_ok: dict[str, npt.NDArray[np.bool_]] = {}
         params: dict[str, str] = {}
         for key, ser in series.items():
-            pos = np.searchsorted(axis, ser["t"])
+            pos = np.searchsorted(axis, ser.t_ms)
             name = "|".join(key)
             f = np.full(axis.shape[0], QartodFlag.MISSING, dtype=np.uint8)
-            f[pos] = ser["flag"]
+            f[pos] = ser.result.flag
             a = np.zeros(axis.shape[0], dtype=bool)
-            a[pos] = ser["anomaly"]
+            a[pos] = ser.result.anomaly
             v = np.full(axis.shape[0], np.nan)
-            v[pos] = ser["values"]
+            v[pos] = ser.values
             tt = {}
-            for test, flags in ser["tests"].items():
+            for test, flags in ser.result.tests.items():
                 col = np.full(axis.shape[0], QartodFlag.MISSING, dtype=np.uint8)
                 col[pos] = flags
                 tt[test] = col
@@ -440,37 +406,28 @@ class QCService:
         )
         lines: list[str] = []
         for key, ser in series.items():
-            lab = labels["|".join(key)][np.searchsorted(axis, ser["t"])]
-            for i in np.flatnonzero(ser["fresh"]):
-                if not math.isfinite(ser["score"][i]):
+            lab = labels["|".join(key)][np.searchsorted(axis, ser.t_ms)]
+            for i in np.flatnonzero(ser.fresh):
+                if not math.isfinite(ser.result.score[i]):
                     continue
                 label_name = LABEL_NAMES[Label(int(lab[i]))]
-                fields: dict[str, int | float | str] = {"flag": int(ser["flag"][i])}
-                fields.update({test: int(flags[i]) for test, flags in ser["tests"].items()})
-                fields["anomaly_score"] = float(ser["score"][i])
-                fields["anomaly"] = int(ser["anomaly"][i])
+                fields: dict[str, int | float | str] = {"flag": int(ser.result.flag[i])}
+                fields.update({test: int(flags[i]) for test, flags in ser.result.tests.items()})
+                fields["anomaly_score"] = float(ser.result.score[i])
+                fields["anomaly"] = int(ser.result.anomaly[i])
                 fields["label"] = label_name
-                lines.append(qc_line(key, int(ser["t"][i]), fields))
-                if ser["settled"][i]:
-                    report.flags[int(ser["flag"][i])] += 1
-                    report.anomalies += int(ser["anomaly"][i])
+                lines.append(qc_line(key, int(ser.t_ms[i]), fields))
+                if ser.settled[i]:
+                    report.flags[int(ser.result.flag[i])] += 1
+                    report.anomalies += int(ser.result.anomaly[i])
                     report.labels[label_name] += 1
         return lines
 
 
 # ------------------------------------------------------------------------------------------------ the process
 def influx_client(settings: AnalyticsSettings) -> InfluxClosable:
-    """The default client factory: :class:`pilotwatch.influx.InfluxV1` with the settings' credentials."""
-    from pilotwatch.influx import InfluxV1  # noqa: PLC0415  # httpx only where a client is really built
-
-    return InfluxV1(
-        settings.influx_url,
-        settings.database,
-        username=settings.influx_username,
-        password=settings.influx_password.get_secret_value() if settings.influx_password else None,
-        token=settings.influx_token.get_secret_value() if settings.influx_token else None,
-        timeout_s=settings.influx_timeout_s,
-    )
+    """The default client factory: :meth:`pilotwatch.settings.InfluxConnection.client`."""
+    return settings.influx.client()
 
 
 class AnalyticsService:
@@ -525,16 +482,10 @@ class AnalyticsService:
             low_battery_pct=s.low_battery_pct,
             site_kinds={site.id: site.kind.value for _, site in self.manifest.iter_sites()},
         )
-        path = s.state_file
-        if path.is_file():
-            try:
-                saved = json.loads(path.read_text(encoding="utf-8"))
-            except (OSError, json.JSONDecodeError) as exc:
-                raise ValueError(f"cannot read the analytics checkpoint {path}: {exc}") from None
-            if saved.get("version") != CHECKPOINT_VERSION:
-                raise ValueError(f"{path}: checkpoint version {saved.get('version')!r}, expected {CHECKPOINT_VERSION}")
-            self._qc.load_state(saved["series"])
-            self.since_ms = int(saved["since_ms"])
+        saved = read_checkpoint(s.state_file)
+        if saved is not None:
+            self._qc.load_state(saved.series)
+            self.since_ms = saved.since_ms
 
     def close(self) -> None:
         if self._client is not None:
@@ -553,12 +504,7 @@ class AnalyticsService:
         """Write the checkpoint atomically (a crash leaves the previous one whole)."""
         if self._qc is None or self.since_ms is None:
             return
-        path = self.settings.state_file
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        body = {"version": CHECKPOINT_VERSION, "since_ms": self.since_ms, "series": self._qc.state_dict()}
-        tmp.write_text(json.dumps(body, separators=(",", ":")), encoding="utf-8")
-        tmp.replace(path)
+        write_checkpoint(self.settings.state_file, Checkpoint(self.since_ms, self._qc.state_dict()))
 
     def evaluate(self, start_ms: int, end_ms: int) -> RunReport:
         """Evaluate readings with ``start_ms <= t < end_ms`` (and re-evaluate the unsettled tail before them)
@@ -618,10 +564,8 @@ def evaluate_window(  # noqa: PLR0917  # the positional form the demo calls
     ``qc`` points; the checkpoint in ``state_dir`` is continued (or started). More settings as keywords
     (``late_window_s=...``). Returns counts of the readings evaluated per flag and label, and anomalies."""
     config = AnalyticsSettings(
-        influx_url=influx_url,
-        database=database,
+        influx=InfluxConnection(url=influx_url, database=database, token=SecretStr(token) if token else None),
         state_dir=Path(state_dir),
-        influx_token=SecretStr(token) if token else None,
         **settings,
     )
     with AnalyticsService(config, manifest) as service:

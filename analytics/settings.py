@@ -1,34 +1,31 @@
 """The analytics service's one settings class: ``PILOTWATCH_ANALYTICS_*`` environment variables or keywords.
 
 Building it validates every value and touches no network and no file. The deployment sets
-``PILOTWATCH_ANALYTICS_INFLUX_URL``, ``_DATABASE``, ``_INFLUX_TOKEN`` and ``_STATE_DIR``; everything else has a
-default that suits 300 s / 900 s sensors.
+``PILOTWATCH_ANALYTICS_INFLUX__URL``, ``_INFLUX__DATABASE``, ``_INFLUX__TOKEN`` and ``_STATE_DIR``; everything
+else has a default that suits 300 s / 900 s sensors. From the command line, flags come first and the local stack
+of ``--home`` last (:class:`pilotwatch.settings.ServiceSettings`).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Self
+from typing import Any, Self
 
-from pydantic import Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, model_validator
+from pydantic_settings import SettingsConfigDict
 
-from analytics.config import Labels
+from pilotwatch.qc_config import Labels
+from pilotwatch.settings import CommonSettings, InfluxConnection, ServiceSettings, StackConfig, stack_influx
 
 STATE_FILE = "qc_state.json"
 """The checkpoint's file name inside ``state_dir``."""
 
 
-class AnalyticsSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="PILOTWATCH_ANALYTICS_", extra="forbid")
+class AnalyticsSettings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="PILOTWATCH_ANALYTICS_", extra="forbid", env_nested_delimiter="__")
 
-    # -- InfluxDB (v1 HTTP API: /query and /write; InfluxDB 2.x/3.x through their v1 compatibility) ----------
-    influx_url: str = "http://127.0.0.1:8086"
-    database: str = Field(default="pilotwatch", min_length=1)
-    influx_token: SecretStr | None = None
-    influx_username: str | None = None
-    influx_password: SecretStr | None = None
-    influx_timeout_s: float = Field(default=30.0, gt=0, le=600)
+    influx: InfluxConnection = InfluxConnection()
+    """InfluxDB (v1 HTTP API: /query and /write; InfluxDB 2.x/3.x through their v1 compatibility)."""
 
     # -- what and when ----------------------------------------------------------------------------------------
     manifest: Path | None = None
@@ -54,14 +51,16 @@ class AnalyticsSettings(BaseSettings):
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:
-        if not self.influx_url.startswith(("http://", "https://")):
-            raise ValueError(f"influx_url must start with http:// or https://, got {self.influx_url!r}")
         if self.late_window_s < self.agreement_window_s:
             raise ValueError(
                 f"late_window_s ({self.late_window_s}) must cover agreement_window_s ({self.agreement_window_s}): "
                 "a label depends on readings that far after it"
             )
         return self
+
+    @classmethod
+    def local_defaults(cls, common: CommonSettings, stack: StackConfig | None) -> dict[str, Any]:
+        return {"state_dir": common.home / "analytics", "manifest": common.manifest, "influx": stack_influx(stack)}
 
     @property
     def labels(self) -> Labels:

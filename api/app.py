@@ -27,14 +27,7 @@ InfluxFactory = Callable[[ApiSettings], InfluxV1]
 
 
 def influx_from_settings(settings: ApiSettings) -> InfluxV1:
-    return InfluxV1(
-        settings.influx_url,
-        settings.influx_database,
-        token=settings.influx_token.get_secret_value() if settings.influx_token else None,
-        username=settings.influx_username,
-        password=settings.influx_password.get_secret_value() if settings.influx_password else None,
-        timeout_s=settings.influx_timeout_s,
-    )
+    return settings.influx.client()
 
 
 def _describe_validation(exc: RequestValidationError) -> str:
@@ -89,7 +82,7 @@ def create_app(
     async def influx_unreachable(request: Request, exc: httpx.HTTPError) -> JSONResponse:
         return JSONResponse(
             status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
-            content={"detail": f"InfluxDB at {settings.influx_url} did not answer: {exc}"},
+            content={"detail": f"InfluxDB at {settings.influx.url} did not answer: {exc}"},
         )
 
     for module in (health, sites, series, devices, export):

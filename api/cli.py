@@ -52,16 +52,11 @@ def register(subparsers: Any) -> None:
 
 
 def _settings(args: argparse.Namespace) -> ApiSettings:
-    overrides: dict[str, Any] = {}
-    for name in ("host", "port", "keys_file"):
-        value = getattr(args, name, None)
-        if value is not None:
-            overrides[name] = value
-    settings = ApiSettings(**overrides)
-    if "keys_file" not in settings.model_fields_set:
-        # Neither --keys-file nor PILOTWATCH_API_KEYS_FILE: the keys live in the pilotwatch home (--home).
-        settings = settings.model_copy(update={"keys_file": common_settings(args).home / "api-keys.yaml"})
-    return settings
+    """Flags over ``PILOTWATCH_API_*`` over ``--home`` (its keys file, its local stack's InfluxDB)."""
+    return ApiSettings.for_command(
+        common_settings(args),
+        **{name: getattr(args, name, None) for name in ("host", "port", "keys_file")},
+    )
 
 
 def _manifest(args: argparse.Namespace, settings: ApiSettings) -> Manifest:

@@ -3,40 +3,19 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Self
+from typing import Any, Self
 
-from pydantic import SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import field_validator, model_validator
+from pydantic_settings import SettingsConfigDict
 
-# Values that sample files and tutorials put where a secret belongs. A deployment that still carries one has not
-# been configured, and the API refuses to start rather than run with a guessable credential.
-PLACEHOLDER_SECRETS = frozenset(
-    {"changethis", "changeme", "change-me", "change_me", "secret", "password", "token", "admin", "example", "xxx"}
-)
+from pilotwatch.settings import CommonSettings, InfluxConnection, ServiceSettings, StackConfig, stack_influx
 
 
-def refuse_placeholder(name: str, value: SecretStr | None) -> None:
-    if value is None:
-        return
-    text = value.get_secret_value()
-    if text.strip().lower() in PLACEHOLDER_SECRETS or "changethis" in text.lower() or "changeme" in text.lower():
-        raise ValueError(f"{name} is a placeholder value; set a real secret (e.g. from `openssl rand -hex 32`)")
-    if text.strip() == "":
-        raise ValueError(f"{name} is empty; leave it unset or set a real secret")
+class ApiSettings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="PILOTWATCH_API_", extra="forbid", env_nested_delimiter="__")
 
-
-class ApiSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="PILOTWATCH_API_", extra="forbid")
-
-    influx_url: str = "http://127.0.0.1:8086"
-    """InfluxDB base URL; the API only uses its v1 ``/query`` endpoint (InfluxQL)."""
-    influx_database: str = "pilotwatch"
-    """Database (1.x) or DBRP-mapped database name (2.x)."""
-    influx_token: SecretStr | None = None
-    """InfluxDB 2.x/3.x token, sent as ``Authorization: Token ...``; a read-only token is enough."""
-    influx_username: str | None = None
-    influx_password: SecretStr | None = None
-    influx_timeout_s: float = 30.0
+    influx: InfluxConnection = InfluxConnection()
+    """The API only uses InfluxDB's v1 ``/query`` endpoint (InfluxQL); a read-only token is enough."""
 
     ingest_state_dir: Path = Path(".pilotwatch/ingest")
     """Ingest's state folder (its ``PILOTWATCH_INGEST_STATE_DIR``), read for the delivery ledger."""
@@ -57,18 +36,14 @@ class ApiSettings(BaseSettings):
     export_page_rows: int = 5_000
     """Rows per InfluxDB query inside one chunk (LIMIT/OFFSET paging), bounding the memory of a busy chunk."""
 
-    @field_validator("influx_url")
     @classmethod
-    def _http_url(cls, value: str) -> str:
-        if not value.startswith(("http://", "https://")):
-            raise ValueError(f"influx_url must start with http:// or https://, got {value!r}")
-        return value.rstrip("/")
-
-    @field_validator("influx_token", "influx_password")
-    @classmethod
-    def _no_placeholder(cls, value: SecretStr | None, info: object) -> SecretStr | None:
-        refuse_placeholder(getattr(info, "field_name", "secret"), value)
-        return value
+    def local_defaults(cls, common: CommonSettings, stack: StackConfig | None) -> dict[str, Any]:
+        return {
+            "keys_file": common.home / "api-keys.yaml",
+            "manifest": common.manifest,
+            "ingest_state_dir": common.home / "ingest",
+            "influx": stack_influx(stack),
+        }
 
     @field_validator("port")
     @classmethod
@@ -82,6 +57,4 @@ class ApiSettings(BaseSettings):
         for name in ("series_max_limit", "export_chunk_s", "export_page_rows"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if self.influx_token is not None and self.influx_username is not None:
-            raise ValueError("set influx_token (InfluxDB 2.x/3.x) or influx_username/password (1.x), not both")
         return self

@@ -32,11 +32,12 @@ from paho.mqtt.enums import CallbackAPIVersion
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.anchors import Rate, broker_qos1_rate
+from commands.stack import LocalStack
 from ingest.service import IngestService
 from ingest.settings import IngestSettings
 from pilotwatch.influx import InfluxV1
 from pilotwatch.manifest import Manifest, parse_manifest
-from pilotwatch.stack import LocalStack, StackConfig
+from pilotwatch.settings import StackConfig
 from pilotwatch.wire import Reading, ReadingsMessage, ack_topic, decode_ack, readings_topic
 
 DEVICE = "bkk-pratunam-wq1"
@@ -171,12 +172,11 @@ def main(argv: list[str] | None = None) -> int:
                 messages=min(3_000, 2 * len(payloads)),
                 payload_bytes=mean_bytes,
             )
-            settings = IngestSettings(
-                mqtt_port=stack.config.mqtt_port,
-                influx_url=stack.config.influx_url,
+            settings = IngestSettings.for_local_stack(
+                stack.config,
+                root / "ingest",
+                "bench-ingest",
                 database="bench_delivery",
-                state_dir=root / "ingest",
-                client_id="bench-ingest",
                 share_group=None,
                 manifest=manifest_path,
             )

@@ -31,17 +31,18 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.anchors import broker_qos1_rate
+from commands.stack import LocalStack
 from edge.agent import EdgeAgent
 from edge.buffer import SqliteBuffer
 from edge.clock import SystemClock
-from edge.fleet import drive, simulated_agent
 from edge.sampler import Sampler
 from edge.settings import EdgeSettings
+from firmware_sim.agents import drive, simulated_agent
 from firmware_sim.fleet import SimulatedFleet
 from ingest.service import IngestService
 from ingest.settings import IngestSettings
 from pilotwatch.manifest import Manifest, load_manifest
-from pilotwatch.stack import LocalStack, StackConfig
+from pilotwatch.settings import StackConfig
 
 DEVICE = "bkk-pratunam-wq1"
 PARAMS = [
@@ -123,14 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         stack = LocalStack(StackConfig.with_free_ports(root / "stack"))
         stack.up()
         ingest = IngestService(
-            IngestSettings(
-                mqtt_port=stack.config.mqtt_port,
-                influx_url=stack.config.influx_url,
-                database=stack.config.database,
-                state_dir=root / "ingest",
-                client_id="bench-edge-ingest",
-                max_future_s=3600,
-            ),
+            IngestSettings.for_local_stack(stack.config, root / "ingest", "bench-edge-ingest", max_future_s=3600),
             manifest,
         )
         ingest.start()

@@ -39,13 +39,14 @@ from paho.mqtt.enums import CallbackAPIVersion
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.anchors import Rate, influx_raw_write_rate
+from commands.stack import LocalStack
 from ingest.service import IngestService
 from ingest.settings import IngestSettings
 from ingest.validate import Validator
 from pilotwatch.influx import InfluxV1
 from pilotwatch.manifest import Manifest, load_manifest
 from pilotwatch.schema import StoredReading
-from pilotwatch.stack import LocalStack, StackConfig
+from pilotwatch.settings import StackConfig
 from pilotwatch.wire import Reading, ReadingsMessage, readings_topic
 
 DEVICES = ("bkk-pratunam-wq1", "bkk-asok-wq1", "mlk-morten-wq1", "dng-harbour-wq1")
@@ -223,14 +224,7 @@ def naive_pipeline(stack: LocalStack, database: str, path: Path, count: int, tot
 
 
 def ingest_pipeline(stack: LocalStack, database: str, path: Path, count: int, total: float, *, state: Path) -> Rate:
-    settings = IngestSettings(
-        mqtt_port=stack.config.mqtt_port,
-        influx_url=stack.config.influx_url,
-        database=database,
-        state_dir=state,
-        client_id="bench-ingest",
-        share_group=None,
-    )
+    settings = IngestSettings.for_local_stack(stack.config, state, "bench-ingest", database=database, share_group=None)
     influx = InfluxV1(stack.config.influx_url, database)
     influx.create_database()
     service = IngestService(settings)

@@ -28,9 +28,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from analytics.config import QCConfig
 from analytics.csvqc import derive_parameter
 from analytics.pipeline import evaluate_site
+from pilotwatch.qc_config import QCConfig
 
 ROOT = Path(__file__).resolve().parents[2] / "shared" / "data"
 LRO_PARAMS = ("temp", "cond", "ph", "do", "turb", "stage")

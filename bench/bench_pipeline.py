@@ -20,14 +20,15 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.anchors import broker_qos1_rate, influx_raw_write_rate
-from edge.fleet import run_fleet
+from commands.stack import LocalStack
+from firmware_sim.agents import run_fleet
 from ingest.deadletter import DeadLetterStore
 from ingest.service import IngestService
 from ingest.settings import IngestSettings
 from pilotwatch.influx import InfluxV1
 from pilotwatch.manifest import load_manifest
 from pilotwatch.schema import line
-from pilotwatch.stack import LocalStack, StackConfig
+from pilotwatch.settings import StackConfig
 
 
 def main(argv: list[str] | None = None) -> int:

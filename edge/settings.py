@@ -14,10 +14,11 @@ from typing import Any, Self
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from pilotwatch.settings import refuse_placeholder
+
 # paho loses publishes silently past 65,535 unacknowledged; the broker's own queue bound is 60,000.
 MAX_INFLIGHT_LIMIT = 1_000
 MAX_UNACKED_LIMIT = 5_000
-PLACEHOLDER_SECRETS = frozenset({"", "change-me", "change-me-per-device", "changeme", "password", "secret"})
 
 
 class EdgeSettings(BaseSettings):
@@ -62,8 +63,7 @@ class EdgeSettings(BaseSettings):
             raise ValueError("tls_cert and tls_key go together: set both or neither")
         if self.tls_cert is not None and self.tls_ca is None:
             raise ValueError("a client certificate needs tls_ca as well")
-        if self.password is not None and self.password.get_secret_value().lower() in PLACEHOLDER_SECRETS:
-            raise ValueError("password is a placeholder from a sample file; set the device's own password")
+        refuse_placeholder("password", self.password)
         return self
 
     @property

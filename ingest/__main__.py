@@ -2,6 +2,6 @@
 
 import sys
 
-from pilotwatch.cli import main
+from commands.cli import main
 
 sys.exit(main(["ingest", *sys.argv[1:]]))

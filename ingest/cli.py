@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -68,38 +67,26 @@ def register(subparsers: Any) -> None:
 
 
 def state_dir(args: argparse.Namespace) -> Path:
-    if getattr(args, "state_dir", None):
-        return Path(args.state_dir)
-    if os.environ.get("PILOTWATCH_INGEST_STATE_DIR"):
-        return Path(os.environ["PILOTWATCH_INGEST_STATE_DIR"])
-    return common_settings(args).home / "ingest"
+    """``--state-dir``, else ``PILOTWATCH_INGEST_STATE_DIR``, else ``<home>/ingest``."""
+    return Path(_settings(args).state_dir)
 
 
 def _settings(args: argparse.Namespace) -> Any:
+    """Flags over ``PILOTWATCH_INGEST_*`` over the local stack of ``--home`` (what `pilotwatch stack up` started)."""
     from ingest.settings import IngestSettings  # noqa: PLC0415
-    from pilotwatch.stack import load_stack  # noqa: PLC0415
 
-    common = common_settings(args)
-    overrides: dict[str, Any] = {"state_dir": state_dir(args)}
-    if common.manifest is not None and not os.environ.get("PILOTWATCH_INGEST_MANIFEST"):
-        overrides["manifest"] = common.manifest
-    # Without explicit addresses, use the local stack of this home (what `pilotwatch stack up` started).
-    if (common.stack_root / "stack.json").exists():
-        stack = load_stack(common.stack_root).config
-        defaults = {
-            "mqtt_host": stack.host,
-            "mqtt_port": stack.mqtt_port,
-            "influx_url": stack.influx_url,
-            "database": stack.database,
-        }
-        for name, value in defaults.items():
-            if not os.environ.get(f"PILOTWATCH_INGEST_{name.upper()}"):
-                overrides[name] = value
-    for name in ("mqtt_host", "mqtt_port", "influx_url", "database", "client_id", "share_group", "metrics_port"):
-        value = getattr(args, name, None)
-        if value is not None:
-            overrides[name] = value
-    return IngestSettings(**overrides)
+    def flag(name: str) -> Any:
+        return getattr(args, name, None)
+
+    return IngestSettings.for_command(
+        common_settings(args),
+        state_dir=flag("state_dir"),
+        mqtt={"host": flag("mqtt_host"), "port": flag("mqtt_port")},
+        influx={"url": flag("influx_url"), "database": flag("database")},
+        client_id=flag("client_id"),
+        share_group=flag("share_group"),
+        metrics_port=flag("metrics_port"),
+    )
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -109,8 +96,8 @@ def _run(args: argparse.Namespace) -> int:
     console = Console(stderr=True)
     service = IngestService(settings)
     console.print(
-        f"ingest {settings.client_id}: MQTT {settings.mqtt_host}:{settings.mqtt_port} ({settings.subscription}) → "
-        f"InfluxDB {settings.influx_api.value} {settings.influx_url}; state in {settings.state_dir}"
+        f"ingest {settings.client_id}: MQTT {settings.mqtt.host}:{settings.mqtt.port} ({settings.subscription}) → "
+        f"InfluxDB {settings.influx.api.value} {settings.influx.url}; state in {settings.state_dir}"
     )
     code = service.run_forever()
     if service.stats.fatal:

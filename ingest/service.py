@@ -52,11 +52,10 @@ from ingest.delivery import DeliveryPublisher
 from ingest.intake import AckToken, Batch, Intake
 from ingest.ledger import Ledger
 from ingest.metrics import Stats, StatsCollector
-from ingest.settings import ConflictCheck, InfluxApi, IngestSettings
+from ingest.settings import ConflictCheck, IngestSettings
 from ingest.spool import Spool
 from ingest.store import Store
 from ingest.validate import Validator
-from pilotwatch.influx import InfluxV1
 from pilotwatch.influx_writer import FatalWriteError, RetryPolicy, Writer
 from pilotwatch.manifest import Manifest, load_manifest
 from pilotwatch.wire import STATUS_SUBSCRIPTION
@@ -80,25 +79,17 @@ def default_mqtt_factory(settings: IngestSettings) -> mqtt.Client:
         protocol=MQTTProtocolVersion.MQTTv5,
         manual_ack=True,
     )
-    if settings.mqtt_username:
-        password = settings.mqtt_password.get_secret_value() if settings.mqtt_password else None
-        client.username_pw_set(settings.mqtt_username, password)
+    if settings.mqtt.username:
+        password = settings.mqtt.password.get_secret_value() if settings.mqtt.password else None
+        client.username_pw_set(settings.mqtt.username, password)
     return client
 
 
 def _sample_lookup(settings: IngestSettings) -> InfluxSamples:
-    """The InfluxQL reader of the conflicting-sample check (same server, database or bucket as the writer)."""
-    database = settings.influx_bucket if settings.influx_api is InfluxApi.V2 and settings.influx_bucket else None
-    token = settings.influx_token.get_secret_value() if settings.influx_token else None
-    influx = InfluxV1(
-        settings.influx_url,
-        database or settings.database,
-        username=settings.influx_username,
-        password=settings.influx_password.get_secret_value() if settings.influx_password else None,
-        token=token,
-        timeout_s=min(settings.write_timeout_s, 5.0),
-    )
-    return InfluxSamples(influx)
+    """The InfluxQL reader of the conflicting-sample check (same server and database as the writer); a short
+    timeout, because it runs on the consumer thread."""
+    connection = settings.influx.model_copy(update={"timeout_s": min(settings.influx.timeout_s, 5.0)})
+    return InfluxSamples(connection.client())
 
 
 class IngestService:
@@ -227,9 +218,9 @@ class IngestService:
         props.ReceiveMaximum = settings.max_unacked
         # clean_start=False: resume this worker's session, with what the broker queued while it was away.
         client.connect_async(
-            settings.mqtt_host,
-            settings.mqtt_port,
-            keepalive=settings.keepalive_s,
+            settings.mqtt.host,
+            settings.mqtt.port,
+            keepalive=settings.mqtt.keepalive_s,
             clean_start=False,
             properties=props,
         )
@@ -255,7 +246,7 @@ class IngestService:
         """Block until connected and subscribed (the broker acknowledged both subscriptions)."""
         if not self._connected.wait(timeout_s):
             raise TimeoutError(
-                f"ingest did not connect to MQTT {self.settings.mqtt_host}:{self.settings.mqtt_port} in {timeout_s} s"
+                f"ingest did not connect to MQTT {self.settings.mqtt.host}:{self.settings.mqtt.port} in {timeout_s} s"
             )
 
     def stop(self, timeout_s: float = 30.0) -> None:
@@ -466,8 +457,8 @@ class IngestService:
                 "started_ms": self._started_ms,
                 "saved_ms": int(self._clock() * 1000),
                 "running": not self._stopped.is_set() and not self._stopping.is_set(),
-                "mqtt": f"{self.settings.mqtt_host}:{self.settings.mqtt_port}",
-                "influx": f"{self.settings.influx_api.value} {self.settings.influx_url}",
+                "mqtt": f"{self.settings.mqtt.host}:{self.settings.mqtt.port}",
+                "influx": f"{self.settings.influx.api.value} {self.settings.influx.url}",
                 "metrics_port": self.metrics_port,
                 "stale_after_s": self.settings.stale_after_s,
             }

@@ -1,5 +1,7 @@
-"""Ingest's one settings class. Values come from ``PILOTWATCH_INGEST_*`` environment variables or keyword
-arguments; building it validates everything and touches no network."""
+"""Ingest's one settings class. Values come from keyword arguments, ``PILOTWATCH_INGEST_*`` environment variables
+(``PILOTWATCH_INGEST_INFLUX__URL``, ``PILOTWATCH_INGEST_MQTT__HOST`` for the connection sub-models) and the local
+stack of ``--home`` (:class:`pilotwatch.settings.ServiceSettings`); building it validates everything and touches
+no network."""
 
 from __future__ import annotations
 
@@ -8,20 +10,24 @@ import re
 from pathlib import Path
 from typing import Any, Self
 
-from pydantic import Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, model_validator
+from pydantic_settings import SettingsConfigDict
 
 from ingest.writers import V1Writer, V2Writer, Writer
-from pilotwatch.stack import StackConfig
+from pilotwatch.settings import (
+    CommonSettings,
+    InfluxApi,
+    InfluxConnection,
+    MqttConnection,
+    ServiceSettings,
+    StackConfig,
+    stack_influx,
+    stack_mqtt,
+)
 
 _GROUP_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 # MQTT packet ids are 16 bit; holding more unacknowledged messages than this cannot be tracked by anyone.
 MQTT_PACKET_ID_SPACE = 65_535
-
-
-class InfluxApi(enum.StrEnum):
-    V1 = "v1"  # POST /write with database (InfluxDB 1.x, 2.x v1-compat, 3.x)
-    V2 = "v2"  # influxdb-client, /api/v2/write with token, org, bucket (InfluxDB 2.x, 3.x)
 
 
 class ConflictCheck(enum.StrEnum):
@@ -29,14 +35,14 @@ class ConflictCheck(enum.StrEnum):
     OFF = "off"  # trusted sources only: a reading that re-uses a stored sample time then overwrites it silently
 
 
-class IngestSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="PILOTWATCH_INGEST_", extra="forbid")
+class IngestSettings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="PILOTWATCH_INGEST_", extra="forbid", env_nested_delimiter="__")
 
-    # -- MQTT -----------------------------------------------------------------------------------------------
-    mqtt_host: str = "127.0.0.1"
-    mqtt_port: int = Field(default=1883, ge=1, le=65535)
-    mqtt_username: str | None = None
-    mqtt_password: SecretStr | None = None
+    mqtt: MqttConnection = MqttConnection()
+    influx: InfluxConnection = InfluxConnection(timeout_s=10.0)
+    """``timeout_s`` is the write timeout: past it a batch is retried, then spooled."""
+
+    # -- MQTT session -----------------------------------------------------------------------------------------
     client_id: str = Field(default="pilotwatch-ingest-1", min_length=1, max_length=64)
     """Stable per worker: the broker keeps this worker's session (queued messages) under it across restarts."""
     share_group: str | None = "ingest"
@@ -44,18 +50,6 @@ class IngestSettings(BaseSettings):
     session_expiry_s: int = Field(default=7 * 86_400, ge=0)
     max_unacked: int = Field(default=1_000, ge=1, le=20_000)
     """MQTT messages received but not yet safe; the broker sends no more than this (MQTT 5 receive maximum)."""
-    keepalive_s: int = Field(default=30, ge=5, le=600)
-
-    # -- InfluxDB -------------------------------------------------------------------------------------------
-    influx_api: InfluxApi = InfluxApi.V1
-    influx_url: str = "http://127.0.0.1:8086"
-    database: str = "pilotwatch"
-    influx_username: str | None = None
-    influx_password: SecretStr | None = None
-    influx_token: SecretStr | None = None
-    influx_org: str | None = None
-    influx_bucket: str | None = None
-    write_timeout_s: float = Field(default=10.0, gt=0, le=300)
 
     # -- batching, retry, spool -----------------------------------------------------------------------------
     batch_readings: int = Field(default=5_000, ge=1, le=100_000)
@@ -105,26 +99,39 @@ class IngestSettings(BaseSettings):
     def _consistent(self) -> Self:
         if self.share_group is not None and self.share_group != "" and not _GROUP_PATTERN.match(self.share_group):
             raise ValueError(f"share_group {self.share_group!r} must match {_GROUP_PATTERN.pattern}")
-        if not self.influx_url.startswith(("http://", "https://")):
-            raise ValueError(f"influx_url must start with http:// or https://, got {self.influx_url!r}")
-        if self.influx_api is InfluxApi.V2:
-            missing = [n for n in ("influx_token", "influx_org", "influx_bucket") if not getattr(self, n)]
-            if missing:
-                raise ValueError(f"influx_api v2 needs {', '.join(missing)} (PILOTWATCH_INGEST_<NAME>)")
         if self.retry_max_s < self.retry_initial_s:
             raise ValueError(f"retry_max_s {self.retry_max_s} must be >= retry_initial_s {self.retry_initial_s}")
         return self
 
     @classmethod
+    def local_defaults(cls, common: CommonSettings, stack: StackConfig | None) -> dict[str, Any]:
+        return {
+            "state_dir": common.home / "ingest",
+            "manifest": common.manifest,
+            "influx": stack_influx(stack),
+            "mqtt": stack_mqtt(stack),
+        }
+
+    @classmethod
     def for_local_stack(
-        cls, stack: StackConfig, state_dir: Path, client_id: str, *, database: str | None = None, **extra: Any
+        cls,
+        stack: StackConfig,
+        state_dir: Path,
+        client_id: str,
+        *,
+        database: str | None = None,
+        mqtt_port: int | None = None,
+        influx: InfluxConnection | None = None,
+        **extra: Any,
     ) -> IngestSettings:
-        """Settings for an ingest on a :class:`~pilotwatch.stack.LocalStack` (demo, benchmarks, tests)."""
+        """Settings for an ingest on a :class:`~commands.stack.LocalStack` (demo, benchmarks, tests); ``mqtt_port``
+        names another broker in front of the stack's (a proxy or a second broker in a test), ``influx`` another
+        InfluxDB endpoint (a v2 API in front of the stack's)."""
+        if influx is None:
+            influx = InfluxConnection(url=stack.influx_url, database=database or stack.database, timeout_s=10.0)
         return cls(
-            mqtt_host=stack.host,
-            mqtt_port=stack.mqtt_port,
-            influx_url=stack.influx_url,
-            database=database or stack.database,
+            mqtt=MqttConnection(host=stack.host, port=mqtt_port or stack.mqtt_port),
+            influx=influx,
             state_dir=state_dir,
             client_id=client_id,
             **extra,
@@ -138,22 +145,19 @@ class IngestSettings(BaseSettings):
 
     def make_writer(self) -> Writer:
         """The writer these settings describe (constructed only; it connects on its first write)."""
-        if self.influx_api is InfluxApi.V2:
-            assert self.influx_token is not None
-            assert self.influx_org
-            assert self.influx_bucket
+        influx = self.influx
+        if influx.api is InfluxApi.V2:
+            assert influx.token is not None
+            assert influx.org
+            assert influx.bucket
             return V2Writer(
-                self.influx_url,
-                self.influx_token.get_secret_value(),
-                self.influx_org,
-                self.influx_bucket,
-                timeout_s=self.write_timeout_s,
+                influx.url, influx.token.get_secret_value(), influx.org, influx.bucket, timeout_s=influx.timeout_s
             )
         return V1Writer(
-            self.influx_url,
-            self.database,
-            username=self.influx_username,
-            password=self.influx_password.get_secret_value() if self.influx_password else None,
-            token=self.influx_token.get_secret_value() if self.influx_token else None,
-            timeout_s=self.write_timeout_s,
+            influx.url,
+            influx.database,
+            username=influx.username,
+            password=influx.password.get_secret_value() if influx.password else None,
+            token=influx.token.get_secret_value() if influx.token else None,
+            timeout_s=influx.timeout_s,
         )

@@ -6,10 +6,15 @@ Everything that more than one part needs lives here and nowhere else:
   periods, alert routing). It is the single source of truth read by every other package.
 - :mod:`pilotwatch.wire` defines wire format v1 (MQTT topics and payloads) and the one validator used by both
   the edge publisher and ingest.
-- :mod:`pilotwatch.influx` speaks InfluxDB: line protocol for writes, InfluxQL for queries, and the schema
-  (measurement, tags, fields) every writer and reader agrees on.
-- :mod:`pilotwatch.stack` starts and stops Mosquitto and InfluxDB as user processes for one machine.
-- :mod:`pilotwatch.cli` is the ``pilotwatch`` command; each package registers its own subcommands.
+- :mod:`pilotwatch.schema` is the storage schema: every InfluxDB measurement, its tags and field types, the
+  QARTOD flag enum and the one line-protocol writer.
+- :mod:`pilotwatch.influx` is a small InfluxDB v1 HTTP client (``/write``, InfluxQL on ``/query``).
+- :mod:`pilotwatch.qc_config` is the QC configuration model (a sensor's ``qc:`` section, ``pilotwatch qc --config``).
+- :mod:`pilotwatch.alerting` is the alert-transition outbox shared by the alert engine and the notifier.
+- :mod:`pilotwatch.settings` holds what every command shares (home, manifest, the local stack's addresses).
+
+This package imports no service; the ``pilotwatch`` command, the demo and the local stack sit above every
+service in :mod:`commands` (docs/architecture.md).
 """
 
 __version__ = "0.1.0"

@@ -22,7 +22,7 @@ from typing import Annotated, Any, Self
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from analytics.config import ParameterQC
+from pilotwatch.qc_config import ParameterQC
 from pilotwatch.wire import DEVICE_ID_PATTERN, SENSOR_ID_PATTERN
 
 MANIFEST_VERSION = 1

@@ -1,6 +1,6 @@
 """Fixtures shared by all tests: a real Mosquitto + InfluxDB stack on free loopback ports in a temp folder.
 
-The stack is started through :mod:`pilotwatch.stack`, the same code as ``pilotwatch stack up``. One stack serves
+The stack is started through :mod:`commands.stack`, the same code as ``pilotwatch stack up``. One stack serves
 the whole session; each test that writes gets a database of its own so tests never see each other's points.
 Tests that stop or kill a service use ``private_stack`` instead.
 """
@@ -16,9 +16,10 @@ from typing import Any
 import pytest
 import yaml
 
+from commands.stack import LocalStack
 from pilotwatch.influx import InfluxV1
 from pilotwatch.manifest import Manifest, load_manifest, parse_manifest
-from pilotwatch.stack import LocalStack, StackConfig
+from pilotwatch.settings import StackConfig
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 DEFAULT_MANIFEST = Path(__file__).resolve().parents[1] / "pilotwatch" / "manifests" / "default.yaml"

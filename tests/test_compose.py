@@ -21,13 +21,17 @@ import yaml
 from paho.mqtt.enums import CallbackAPIVersion
 from pydantic import SecretStr
 
-from edge.fleet import simulated_agent
+from analytics.settings import AnalyticsSettings
+from api.settings import ApiSettings
+from commands.cli import build_parser
+from commands.deploy_cli import INGEST_USER, mosquitto_hash, write_mqtt_credentials
+from commands.stack import find_binary
 from edge.settings import EdgeSettings
+from firmware_sim.agents import simulated_agent
 from firmware_sim.fleet import SimulatedFleet
-from pilotwatch.cli import build_parser
-from pilotwatch.deploy_cli import INGEST_USER, mosquitto_hash, write_mqtt_credentials
+from ingest.settings import IngestSettings
 from pilotwatch.manifest import Manifest
-from pilotwatch.stack import find_binary, free_port
+from pilotwatch.settings import ServiceSettings, free_port
 from pilotwatch.wire import ack_topic, decode_readings, readings_topic, status_topic
 
 REPO = Path(__file__).resolve().parents[1]
@@ -403,3 +407,30 @@ def test_the_edge_agent_publishes_over_tls_with_its_own_credentials(
         ingest.close()
     # With the wrong password the same agent is refused by the broker, not silently accepted.
     assert connack(device, "wrong-password", server.tls_port, tls_files / "ca.crt").is_failure
+
+
+@pytest.mark.parametrize(
+    ("service", "settings_class"),
+    [("ingest", IngestSettings), ("api", ApiSettings), ("analytics", AnalyticsSettings)],
+)
+def test_every_service_variable_names_a_real_setting(
+    compose: dict[str, Any], service: str, settings_class: type[ServiceSettings], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A misspelt variable in compose would be ignored silently at run time; here it fails."""
+    prefix = f"PILOTWATCH_{service.upper()}_"
+    given: dict[tuple[str, ...], str] = {}
+    for name, raw in compose["services"][service]["environment"].items():
+        # ${VAR:?message} is a secret from .env: any real-looking value; ${VAR:-default}: its default.
+        value = VAR.sub(lambda m: m.group(3) if m.group(2) == ":-" else "a1b2c3d4e5f6a7b8", str(raw))
+        if name.startswith(prefix):
+            given[tuple(name[len(prefix) :].lower().split("__"))] = value
+        monkeypatch.setenv(name, value)
+    settings = settings_class()
+    assert given, f"compose gives {service} no {prefix}* variable"
+    for path, value in given.items():
+        node: Any = settings
+        for part in path:
+            assert hasattr(node, part), f"{prefix}{'__'.join(path).upper()} names no setting of {service}"
+            node = getattr(node, part)
+        shown = node.get_secret_value() if isinstance(node, SecretStr) else node
+        assert str(shown) == value, f"{prefix}{'__'.join(path).upper()}: {shown!r} != {value!r}"

@@ -16,14 +16,14 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from edge.fleet import run_fleet
+from commands.stack import LocalStack
+from firmware_sim.agents import run_fleet
 from firmware_sim.fleet import SimulatedFleet
 from ingest.deadletter import DeadLetterStore
 from ingest.service import IngestService
 from ingest.settings import IngestSettings
 from pilotwatch.influx import InfluxV1
 from pilotwatch.manifest import Manifest
-from pilotwatch.stack import LocalStack
 from pilotwatch.wire import readings_topic
 
 DEFAULT = Path(__file__).resolve().parents[1] / "pilotwatch" / "manifests" / "default.yaml"

@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 
+from commands.stack import LocalStack, StackError, find_binary, load_stack
 from pilotwatch.influx import InfluxV1
 from pilotwatch.schema import StoredReading
-from pilotwatch.stack import LocalStack, StackConfig, StackError, find_binary, load_stack
+from pilotwatch.settings import StackConfig
 
 
 def test_session_stack_answers(stack: LocalStack) -> None:
@@ -62,6 +63,6 @@ def test_up_again_reuses_running_services_and_down_stops_them(tmp_path: Path) ->
 
 def test_missing_binary_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PATH", "/nonexistent")
-    monkeypatch.setattr("pilotwatch.stack.SEARCH_PATH", ())
+    monkeypatch.setattr("commands.stack.SEARCH_PATH", ())
     with pytest.raises(StackError, match="apt-get install mosquitto"):
         find_binary("mosquitto")

@@ -10,8 +10,8 @@ import pytest
 from pydantic import ValidationError
 
 from analytics import cli
-from analytics.config import ParameterQC, QCConfig
 from analytics.labels import Label, label_site
+from pilotwatch.qc_config import ParameterQC, QCConfig
 
 
 def _csv(tmp_path: Path, n: int = 400) -> Path:

@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from analytics.config import QCConfig
 from analytics.labels import Label
 from analytics.pipeline import evaluate_site
+from pilotwatch.qc_config import QCConfig
 from tests.analytics.synthetic import FAULT_KINDS, PARAMS, PER_DAY, make_site
 
 SEEDS = (101, 102, 103, 104)

@@ -27,12 +27,12 @@ from typing import Any
 import numpy as np
 import pytest
 
-from analytics.config import QCConfig
 from analytics.labels import Label
 from analytics.pipeline import evaluate_site
 from analytics.service import sensor_qc
 from firmware_sim.fleet import SimulatedFleet
 from pilotwatch.manifest import Manifest
+from pilotwatch.qc_config import QCConfig
 
 SEED = 7
 START_MS = 1_772_409_600_000  # 2026-03-02, the pilots' baseline period

@@ -13,15 +13,15 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from analytics.config import FlatLine, GrossRange, ParameterQC, QCConfig
 from analytics.labels import LABEL_NAMES, Label
 from analytics.pipeline import evaluate_site
 from analytics.service import AnalyticsService, RunReport, check_streamable, evaluate_window, sensor_qc
 from analytics.settings import AnalyticsSettings
+from commands.cli import main as pilotwatch_main
 from firmware_sim.fleet import SimulatedFleet, TruthRow
-from pilotwatch.cli import main as pilotwatch_main
 from pilotwatch.influx import InfluxV1
 from pilotwatch.manifest import Manifest
+from pilotwatch.qc_config import FlatLine, GrossRange, ParameterQC, QCConfig
 from pilotwatch.schema import line
 
 HOUR_MS = 3_600_000
@@ -32,18 +32,23 @@ LOW_BATTERY = (START_MS + 30 * HOUR_MS, START_MS + 31 * HOUR_MS)  # a brown-out 
 
 
 def test_settings_from_the_deployment_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setenv("PILOTWATCH_ANALYTICS_INFLUX_URL", "http://influxdb:8086")
-    monkeypatch.setenv("PILOTWATCH_ANALYTICS_DATABASE", "city")
-    monkeypatch.setenv("PILOTWATCH_ANALYTICS_INFLUX_TOKEN", "s3cret")
+    monkeypatch.setenv("PILOTWATCH_ANALYTICS_INFLUX__URL", "http://influxdb:8086")
+    monkeypatch.setenv("PILOTWATCH_ANALYTICS_INFLUX__DATABASE", "city")
+    monkeypatch.setenv("PILOTWATCH_ANALYTICS_INFLUX__TOKEN", "s3cret")
     monkeypatch.setenv("PILOTWATCH_ANALYTICS_STATE_DIR", str(tmp_path))
     monkeypatch.setenv("PILOTWATCH_ANALYTICS_INTERVAL_S", "30")
     s = AnalyticsSettings()
-    assert (s.influx_url, s.database, s.state_dir, s.interval_s) == ("http://influxdb:8086", "city", tmp_path, 30)
-    assert s.influx_token is not None
-    assert s.influx_token.get_secret_value() == "s3cret"
+    assert (s.influx.url, s.influx.database, s.state_dir, s.interval_s) == (
+        "http://influxdb:8086",
+        "city",
+        tmp_path,
+        30,
+    )
+    assert s.influx.token is not None
+    assert s.influx.token.get_secret_value() == "s3cret"
     assert "s3cret" not in repr(s)
-    with pytest.raises(ValidationError, match="influx_url must start with http"):
-        AnalyticsSettings(influx_url="influxdb:8086")
+    with pytest.raises(ValidationError, match="influx url must start with http"):
+        AnalyticsSettings(influx={"url": "influxdb:8086"})
     with pytest.raises(ValidationError, match="must cover agreement_window_s"):
         AnalyticsSettings(late_window_s=600)
     with pytest.raises(ValidationError, match="Extra inputs"):
@@ -173,8 +178,8 @@ def test_cli_run_once_and_window(
 ) -> None:
     rows = _rows(manifest, 1)
     assert influx.write_lines(_reading_lines(manifest, rows)).status_code == 204
-    monkeypatch.setenv("PILOTWATCH_ANALYTICS_INFLUX_URL", influx.url)
-    monkeypatch.setenv("PILOTWATCH_ANALYTICS_DATABASE", influx.database)
+    monkeypatch.setenv("PILOTWATCH_ANALYTICS_INFLUX__URL", influx.url)
+    monkeypatch.setenv("PILOTWATCH_ANALYTICS_INFLUX__DATABASE", influx.database)
     monkeypatch.setenv("PILOTWATCH_ANALYTICS_STATE_DIR", str(tmp_path / "state"))
     code = pilotwatch_main(
         ["analytics", "run", "--since", "2026-03-02T00:00:00Z", "--until", "2026-03-02T12:00:00Z", "--json"]

@@ -6,11 +6,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from analytics.config import ParameterQC, QCConfig
 from analytics.labels import LABEL_NAMES, Label
 from analytics.pipeline import evaluate_site
 from analytics.service import QCService, qc_line
 from pilotwatch.influx import InfluxV1
+from pilotwatch.qc_config import ParameterQC, QCConfig
 from tests.analytics.synthetic import PARAMS, Site, clean_site, inject_event
 
 STEP_MS = 900_000
@@ -64,7 +64,8 @@ def _lines(t_ms: np.ndarray, values: dict[str, np.ndarray], idx: np.ndarray) -> 
 
 def test_qc_line_types() -> None:
     line = qc_line(("c", "s i", "d", "x", "p"), 5, {"flag": 1, "anomaly_score": 0.5, "anomaly": 0, "label": "good"})
-    assert line == 'qc,city=c,site=s\\ i,device=d,sensor=x,param=p flag=1i,anomaly_score=0.5,anomaly=0i,label="good" 5'
+    # Tags in InfluxDB's sorted order, as every line of pilotwatch.schema.line.
+    assert line == 'qc,city=c,device=d,param=p,sensor=x,site=s\\ i flag=1i,anomaly_score=0.5,anomaly=0i,label="good" 5'
 
 
 def test_bad_windows() -> None:

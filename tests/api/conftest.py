@@ -13,10 +13,10 @@ from fastapi.testclient import TestClient
 from api.app import create_app
 from api.keys import ApiKeyCreate, KeyStore
 from api.settings import ApiSettings
+from commands.stack import LocalStack
 from pilotwatch.influx import InfluxV1
 from pilotwatch.manifest import Manifest, Role
 from pilotwatch.schema import StoredReading, line
-from pilotwatch.stack import LocalStack
 
 UTC = dt.UTC
 # 2026-08-31 22:00 to 2026-09-01 02:00 UTC straddles the Bangkok (UTC+7) change from baseline to intervention
@@ -111,8 +111,7 @@ def seeded(influx: InfluxV1) -> Seeded:
 @pytest.fixture
 def settings(influx: InfluxV1, keys_file: Path, tmp_path: Path) -> ApiSettings:
     return ApiSettings(
-        influx_url=influx.url,
-        influx_database=influx.database,
+        influx={"url": influx.url, "database": influx.database},
         keys_file=keys_file,
         ingest_state_dir=tmp_path / "ingest",
     )

@@ -15,7 +15,7 @@ from api.settings import ApiSettings
 from api.store import ReadingStore
 from pilotwatch.influx import InfluxV1
 from pilotwatch.manifest import Manifest
-from pilotwatch.stack import free_port
+from pilotwatch.settings import free_port
 from tests.api.conftest import N_POINTS, STEP, T0, Keys, Seeded
 
 H = "X-API-Key"
@@ -33,7 +33,7 @@ def test_health_needs_no_key_and_pings_influxdb(client: TestClient) -> None:
 
 
 def test_health_says_degraded_when_influxdb_is_unreachable(keys_file: Path, manifest: Manifest) -> None:
-    settings = ApiSettings(influx_url=f"http://127.0.0.1:{free_port()}", keys_file=keys_file)
+    settings = ApiSettings(influx={"url": f"http://127.0.0.1:{free_port()}"}, keys_file=keys_file)
     with TestClient(create_app(settings, manifest=manifest)) as client:
         response = client.get("/health")
     assert response.status_code == 503
@@ -225,8 +225,7 @@ def test_export_streams_rows_with_flags_role_period_and_provenance(
 ) -> None:
     # One-hour chunks and pages of 7 rows: three hours of data take many small queries, never one big one.
     settings = ApiSettings(
-        influx_url=influx.url,
-        influx_database=influx.database,
+        influx={"url": influx.url, "database": influx.database},
         keys_file=keys_file,
         export_chunk_s=3600,
         export_page_rows=7,
@@ -328,7 +327,7 @@ def test_store_quotes_hostile_input(influx: InfluxV1, seeded: Seeded) -> None:
 
 
 def test_settings_refuse_placeholder_secrets() -> None:
-    with pytest.raises(ValueError, match="influx_token is a placeholder value"):
-        ApiSettings(influx_token=SecretStr("changethis"))
-    with pytest.raises(ValueError, match="influx_url must start with http"):
-        ApiSettings(influx_url="localhost:8086")
+    with pytest.raises(ValueError, match="influx token is a placeholder value"):
+        ApiSettings(influx={"token": SecretStr("changethis")})
+    with pytest.raises(ValueError, match="influx url must start with http"):
+        ApiSettings(influx={"url": "localhost:8086"})

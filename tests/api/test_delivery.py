@@ -10,6 +10,7 @@ from ingest.delivery import DeliveryPublisher
 from ingest.ledger import Ledger
 from ingest.settings import IngestSettings
 from pilotwatch.influx import InfluxV1
+from pilotwatch.settings import InfluxConnection
 from tests.api.conftest import Keys
 from tests.api.test_api import auth
 
@@ -21,7 +22,7 @@ def test_gaps_show_as_missing_then_as_recovered(
 ) -> None:
     settings.ingest_state_dir.mkdir(parents=True)
     ledger = Ledger(settings.ingest_state_dir / "ledger-w1.json", "w1")
-    writer = IngestSettings(influx_url=influx.url, database=influx.database).make_writer()
+    writer = IngestSettings(influx=InfluxConnection(url=influx.url, database=influx.database)).make_writer()
     publisher = DeliveryPublisher(settings.ingest_state_dir, {DEVICE: ("bangkok", "bkk-pratunam-pier")}, writer)
     for seq in (0, 1, 2, 5, 6):
         ledger.mark_stored(DEVICE, seq)

@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 from api.app import create_app
 from api.keys import ApiKeyCreate, KeyStore, KeyStoreError, hash_key
 from api.settings import ApiSettings
-from pilotwatch.cli import main
+from commands.cli import main
 from pilotwatch.manifest import Manifest, Role
 
 
@@ -75,7 +75,7 @@ def test_duplicate_names_and_removal(tmp_path: Path, manifest: Manifest) -> None
 
 def test_a_running_api_picks_up_new_and_revoked_keys(influx_url: str, tmp_path: Path, manifest: Manifest) -> None:
     keys_file = tmp_path / "keys.yaml"
-    settings = ApiSettings(influx_url=influx_url, keys_file=keys_file)
+    settings = ApiSettings(influx={"url": influx_url}, keys_file=keys_file)
     with TestClient(create_app(settings, manifest=manifest)) as client:
         store = KeyStore(keys_file)
         _, key = store.add(ApiKeyCreate(name="late", role=Role.CITY_STAFF, cities=("da-nang",)), manifest)

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 from pathlib import Path
 
 import pytest
 
+from commands.cli import main
 from dashboards.build import FLEET_UID, build_all, city_uid, panel_queries, write_all
-from pilotwatch.cli import main
 from pilotwatch.influx import InfluxV1
 from pilotwatch.manifest import Manifest
-from pilotwatch.schema import StoredReading, line
+from pilotwatch.schema import SCHEMA, Measurement, StoredReading, line
 
 REPO = Path(__file__).resolve().parents[2]
 COMMITTED = REPO / "deploy" / "grafana" / "dashboards"
@@ -154,3 +155,20 @@ def test_every_target_uses_the_provisioned_datasource(uid: str, manifest: Manife
         for target in panel.get("targets", []):
             assert target["datasource"] == {"type": "influxdb", "uid": "pilotwatch-influxdb"}
             assert target["rawQuery"] is True
+
+
+def test_every_query_names_only_what_the_storage_schema_declares(manifest: Manifest) -> None:
+    """A panel reading a field or tag no writer produces would show 'no data' for ever; here it fails."""
+    identifier = re.compile(r'(\bAS\s+)?"((?:[^"\\]|\\.)*)"')
+    checked = 0
+    for dashboard in build_all(manifest).values():
+        for title, query in panel_queries(dashboard):
+            found = re.search(r'\bFROM\s+"([^"]+)"', query)
+            assert found, f"{title}: no measurement in {query}"
+            spec = SCHEMA[Measurement(found.group(1))]
+            for alias, name in identifier.findall(query):
+                if alias or name == found.group(1):
+                    continue
+                assert name in spec.fields or name in spec.tags, f"{title}: {name!r} is not in {spec.measurement}"
+                checked += 1
+    assert checked > 100

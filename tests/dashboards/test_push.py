@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 
+from commands.cli import main
 from dashboards.build import build_all, folder_uid
-from pilotwatch.cli import main
 from pilotwatch.manifest import Manifest
 
 TOKEN = "glsa_test_token_for_loopback_only"

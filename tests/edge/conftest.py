@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from commands.stack import LocalStack
 from pilotwatch.influx import InfluxV1
 from pilotwatch.manifest import Manifest
-from pilotwatch.stack import LocalStack, StackConfig
+from pilotwatch.settings import StackConfig
 from tests.edge.responder import AckResponder
 
 _ids = itertools.count()

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
+from commands.stack import LocalStack
 from edge.agent import EdgeAgent
-from edge.fleet import FleetProgress, drive, run_fleet, simulated_agent
 from edge.settings import EdgeSettings, load_edge_settings
+from firmware_sim.agents import FleetProgress, drive, run_fleet, simulated_agent
 from firmware_sim.fleet import SimulatedFleet
 from pilotwatch.manifest import Manifest
-from pilotwatch.stack import LocalStack
 from tests.edge.responder import AckResponder
 from tests.edge.test_delivery import DEVICE, HOUR_MS, close, day_start, expected, stored, wait_for
 

@@ -13,14 +13,14 @@ from pathlib import Path
 
 import pytest
 
+from commands.stack import LocalStack
 from edge.agent import EdgeAgent
 from edge.buffer import SqliteBuffer
-from edge.fleet import drive, simulated_agent
 from edge.settings import EdgeSettings
+from firmware_sim.agents import drive, simulated_agent
 from firmware_sim.fleet import SimulatedFleet
 from pilotwatch.influx import InfluxV1
 from pilotwatch.manifest import Manifest
-from pilotwatch.stack import LocalStack
 from pilotwatch.wire import DeviceState
 from tests.edge.conftest import start_responder
 from tests.edge.responder import AckResponder
@@ -133,7 +133,7 @@ def edge_command(tmp_path: Path, stack: LocalStack, start: int, end: int, **conf
     return [
         str(Path(sys.executable).parent / "pilotwatch"),
         "--home", str(tmp_path / "home"),
-        "edge", "run", "--device", DEVICE, "--simulate", "--seed", str(SEED), "--config", str(path),
+        "sim", "run", "--device", DEVICE, "--seed", str(SEED), "--config", str(path),
         "--sim-start", iso(start), "--sim-end", iso(end), "--exit-when-delivered",
     ]  # fmt: skip
 

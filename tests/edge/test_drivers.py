@@ -11,7 +11,7 @@ import pytest
 from edge.drivers import Hardware, build_driver
 from edge.drivers.ads1115 import Ads1115, AnalogProbe
 from edge.drivers.atlas_ezo import AtlasEzo
-from edge.drivers.base import SUSPECT, SensorError
+from edge.drivers.base import SensorError
 from edge.drivers.distance import FillLevel, JsnSr04t, MaxBotix, Vl53l1x
 from edge.drivers.linux import LinuxSerialPort
 from edge.drivers.modbus import ModbusFloatRegister
@@ -30,6 +30,7 @@ from firmware_sim.bus import (
     write_ds18b20,
 )
 from pilotwatch.manifest import Manifest, Sensor
+from pilotwatch.schema import QartodFlag
 
 
 def ezo_bus(kind: str, value: float | None) -> tuple[EmulatedI2CBus, VirtualTime, EzoEmulator]:
@@ -104,7 +105,7 @@ def test_turbidity_probe_curve_and_limits() -> None:
     expected = -1120.4 * 3.5**2 + 5742.3 * 3.5 - 4352.9
     assert probe.read().value == pytest.approx(expected, abs=1.0)
     volts["v"] = 4.4
-    assert probe.read().flag == SUSPECT
+    assert probe.read().flag == QartodFlag.SUSPECT
     volts["v"] = 1.0
     with pytest.raises(SensorError) as low:
         probe.read()
@@ -118,7 +119,7 @@ def test_jsn_sr04t_frames_blind_zone_and_errors() -> None:
     assert fill.read().value == pytest.approx((120 - 80) / 95 * 100, abs=0.1)
     distance["mm"] = 120  # inside the 25 cm blind zone: reported at the limit, flagged
     blind = fill.read()
-    assert (blind.value, blind.flag) == (100.0, SUSPECT)
+    assert (blind.value, blind.flag) == (100.0, QartodFlag.SUSPECT)
     distance["mm"] = None  # type: ignore[assignment]
     with pytest.raises(SensorError) as no_echo:
         fill.read()

@@ -7,12 +7,12 @@ import math
 import time
 from pathlib import Path
 
-from edge.fleet import drive
+from commands.stack import LocalStack
+from firmware_sim.agents import drive
 from firmware_sim.fleet import SimulatedFleet
 from ingest.service import IngestService
 from ingest.settings import IngestSettings
 from pilotwatch.influx import InfluxV1
-from pilotwatch.stack import LocalStack
 from tests.edge.test_agent import agent_for
 from tests.edge.test_delivery import DEVICE, HOUR_MS, close, day_start, stored
 from tests.firmware_sim.test_simulator import with_faults
@@ -23,12 +23,11 @@ def test_edge_to_influx_through_ingest_with_a_broker_outage(private_stack: Local
     manifest = with_faults([])
     influx = InfluxV1(private_stack.config.influx_url, "through_ingest")
     influx.create_database()
-    settings = IngestSettings(
-        mqtt_port=private_stack.config.mqtt_port,
-        influx_url=private_stack.config.influx_url,
+    settings = IngestSettings.for_local_stack(
+        private_stack.config,
+        tmp_path / "ingest",
+        "ingest-edge-e2e",
         database=influx.database,
-        state_dir=tmp_path / "ingest",
-        client_id="ingest-edge-e2e",
         batch_interval_s=0.05,
         state_interval_s=0.2,
     )

@@ -15,11 +15,11 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from commands.stack import LocalStack
 from ingest.service import IngestService
 from ingest.settings import IngestSettings
 from pilotwatch.influx import InfluxV1
 from pilotwatch.manifest import Manifest, load_manifest
-from pilotwatch.stack import LocalStack
 from pilotwatch.wire import status_topic
 
 _ids = itertools.count()
@@ -58,10 +58,7 @@ def clear_retained_status(host: str, port: int, devices: tuple[str, ...] | None 
 def test_settings(stack: LocalStack, database: str, state_dir: Path, **overrides: Any) -> IngestSettings:
     n = next(_ids)
     values: dict[str, Any] = {
-        "mqtt_port": stack.config.mqtt_port,
-        "influx_url": stack.config.influx_url,
         "database": database,
-        "state_dir": state_dir,
         "client_id": f"ingest-t{n}-{time.monotonic_ns() % 10**9}",
         "share_group": f"g{n}x{time.monotonic_ns() % 10**9}",
         "batch_interval_s": 0.05,
@@ -71,7 +68,7 @@ def test_settings(stack: LocalStack, database: str, state_dir: Path, **overrides
         "state_interval_s": 0.2,
     }
     values.update(overrides)
-    return IngestSettings(**values)
+    return IngestSettings.for_local_stack(stack.config, state_dir, **values)
 
 
 test_settings.__test__ = False  # type: ignore[attr-defined]  # a helper, not a test

@@ -20,12 +20,13 @@ from typing import Any
 
 import yaml
 
+from commands.stack import MOSQUITTO_CONF, find_binary
 from edge.agent import EdgeAgent
-from edge.fleet import simulated_agent
 from edge.settings import EdgeSettings
+from firmware_sim.agents import simulated_agent
 from firmware_sim.fleet import SimulatedFleet
 from pilotwatch.manifest import Manifest, parse_manifest
-from pilotwatch.stack import MOSQUITTO_CONF, find_binary, free_port
+from pilotwatch.settings import free_port
 
 DAY_MS = 86_400_000
 DEFAULT_MANIFEST = Path(__file__).resolve().parents[2] / "pilotwatch" / "manifests" / "default.yaml"

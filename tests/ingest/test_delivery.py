@@ -22,11 +22,13 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from edge.fleet import drive, simulated_agent
+from commands.stack import LocalStack
 from edge.settings import EdgeSettings
+from firmware_sim.agents import drive, simulated_agent
 from firmware_sim.fleet import SimulatedFleet
 from ingest.ledger import DeviceLedger, read_ledger
 from ingest.service import IngestService
@@ -34,7 +36,6 @@ from ingest.settings import IngestSettings
 from ingest.writers import Writer, WriteResult
 from pilotwatch.influx import InfluxV1
 from pilotwatch.manifest import Manifest
-from pilotwatch.stack import LocalStack
 from pilotwatch.wire import ReadingsMessage
 from tests.ingest.conftest import clear_retained_status
 from tests.ingest.fleet import (
@@ -58,12 +59,8 @@ from tests.ingest.helpers import (
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _settings(stack: LocalStack, state_dir: Path, **extra: object) -> IngestSettings:
-    values: dict[str, object] = {
-        "mqtt_port": stack.config.mqtt_port,
-        "influx_url": stack.config.influx_url,
-        "database": stack.config.database,
-        "state_dir": state_dir,
+def _settings(stack: LocalStack, state_dir: Path, **extra: Any) -> IngestSettings:
+    values: dict[str, Any] = {
         "client_id": "ingest-delivery",
         "share_group": "delivery",
         "batch_interval_s": 0.05,
@@ -73,7 +70,7 @@ def _settings(stack: LocalStack, state_dir: Path, **extra: object) -> IngestSett
         "state_interval_s": 0.2,
     }
     values.update(extra)
-    return IngestSettings(**values)  # type: ignore[arg-type]
+    return IngestSettings.for_local_stack(stack.config, state_dir, **values)
 
 
 def _assert_ledger_complete(state_dir: Path, messages: int) -> None:
@@ -84,8 +81,8 @@ def _assert_ledger_complete(state_dir: Path, messages: int) -> None:
 def _ingest_process(stack: LocalStack, state_dir: Path) -> subprocess.Popen[bytes]:
     env = {
         **os.environ,
-        "PILOTWATCH_INGEST_MQTT_PORT": str(stack.config.mqtt_port),
-        "PILOTWATCH_INGEST_INFLUX_URL": stack.config.influx_url,
+        "PILOTWATCH_INGEST_MQTT__PORT": str(stack.config.mqtt_port),
+        "PILOTWATCH_INGEST_INFLUX__URL": stack.config.influx_url,
         "PILOTWATCH_INGEST_DATABASE": stack.config.database,
         "PILOTWATCH_INGEST_CLIENT_ID": "ingest-kill9",
         "PILOTWATCH_INGEST_BATCH_INTERVAL_S": "0.05",

@@ -9,12 +9,13 @@ from pathlib import Path
 import pytest
 
 from ingest.ledger import Ledger, SeqSet, compress, read_ledger
-from ingest.settings import InfluxApi, IngestSettings
+from ingest.settings import IngestSettings
 from ingest.spool import Spool, SpoolFullError
 from ingest.validate import Validator
 from ingest.writers import Outcome, classify_status, parse_retry_after
 from pilotwatch.manifest import Manifest
 from pilotwatch.schema import StoredReading
+from pilotwatch.settings import InfluxApi
 from pilotwatch.wire import DeviceState, Reading, ReadingsMessage, Reason, StatusMessage, WireError, readings_topic
 from pilotwatch.wire import status_topic as wire_status_topic
 from tests.ingest.helpers import DEVICE, make_message, recent_t0
@@ -195,8 +196,8 @@ def test_write_errors_are_classified_like_telegraf() -> None:
 
 
 def test_settings_refuse_what_cannot_work(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="influx_token, influx_org, influx_bucket"):
-        IngestSettings(influx_api=InfluxApi.V2, state_dir=tmp_path)
+    with pytest.raises(ValueError, match="influx api v2 needs token, org, bucket"):
+        IngestSettings(influx={"api": InfluxApi.V2}, state_dir=tmp_path)
     with pytest.raises(ValueError, match="share_group"):
         IngestSettings(share_group="a/b", state_dir=tmp_path)
     with pytest.raises(ValueError, match="less than or equal to 20000"):

@@ -17,13 +17,13 @@ import httpx
 import pytest
 import yaml
 
+from commands.cli import main
+from commands.stack import LocalStack
 from ingest.deadletter import DeadLetterStore
 from ingest.ledger import read_ledger
 from ingest.service import IngestService
-from pilotwatch.cli import main
 from pilotwatch.influx import InfluxV1
 from pilotwatch.manifest import Manifest
-from pilotwatch.stack import LocalStack
 from pilotwatch.wire import (
     DeviceState,
     Reading,
@@ -319,13 +319,13 @@ def test_deadletter_cli_lists_shows_counts_and_replays_after_a_manifest_fix(
     assert '"value":14.2' in capsys.readouterr().out
     env = ["--manifest", str(_manifest_file(tmp_path, manifest, 14.5))]
     settings = ["--state-dir", str(service.state_dir)]
-    os.environ["PILOTWATCH_INGEST_INFLUX_URL"] = stack.config.influx_url
-    os.environ["PILOTWATCH_INGEST_DATABASE"] = influx.database
+    os.environ["PILOTWATCH_INGEST_INFLUX__URL"] = stack.config.influx_url
+    os.environ["PILOTWATCH_INGEST_INFLUX__DATABASE"] = influx.database
     try:
         assert main([*env, "ingest", *settings, "deadletter", "replay"]) == 0
     finally:
-        del os.environ["PILOTWATCH_INGEST_INFLUX_URL"]
-        del os.environ["PILOTWATCH_INGEST_DATABASE"]
+        del os.environ["PILOTWATCH_INGEST_INFLUX__URL"]
+        del os.environ["PILOTWATCH_INGEST_INFLUX__DATABASE"]
     out = capsys.readouterr().out
     assert "replayed 1 (1 lines written), still invalid 1" in out
     assert readings_in_db(influx) == {("ph", now - 1000): 14.2}

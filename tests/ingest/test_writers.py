@@ -7,13 +7,15 @@ import time
 from collections.abc import Callable, Iterator
 
 import pytest
+from pydantic import SecretStr
 
+from commands.stack import LocalStack
 from ingest.service import IngestService
 from ingest.writers import Outcome, V1Writer, V2Writer
 from pilotwatch.influx import InfluxV1
 from pilotwatch.manifest import Manifest
 from pilotwatch.schema import StoredReading
-from pilotwatch.stack import LocalStack, free_port
+from pilotwatch.settings import InfluxApi, InfluxConnection, free_port
 from pilotwatch.wire import readings_topic
 from tests.ingest.helpers import (
     DEVICE,
@@ -105,11 +107,14 @@ def test_ingest_over_the_v2_api_and_a_retry_after(
     manifest: Manifest,
 ) -> None:
     service = start_ingest(
-        influx_api="v2",
-        influx_url=translator.url,
-        influx_token=TOKEN,
-        influx_org=ORG,
-        influx_bucket=influx.database,
+        influx=InfluxConnection(
+            api=InfluxApi.V2,
+            url=translator.url,
+            token=SecretStr(TOKEN),
+            org=ORG,
+            bucket=influx.database,
+            timeout_s=10.0,
+        ),
         spool_after_s=30,
     )
     translator.inject(503, retry_after="1")
@@ -134,11 +139,9 @@ def test_a_401_stops_ingest_and_acknowledges_nothing(
     manifest: Manifest,
 ) -> None:
     service = start_ingest(
-        influx_api="v2",
-        influx_url=translator.url,
-        influx_token="revoked-token",
-        influx_org=ORG,
-        influx_bucket=influx.database,
+        influx=InfluxConnection(
+            api=InfluxApi.V2, url=translator.url, token=SecretStr("revoked-token"), org=ORG, bucket=influx.database
+        ),
     )
     publisher = new_client(stack.config.host, stack.config.mqtt_port)
     try:
@@ -155,11 +158,14 @@ def test_a_401_stops_ingest_and_acknowledges_nothing(
     fixed = start_ingest(
         client_id=service.settings.client_id,
         share_group=service.settings.share_group,
-        influx_api="v2",
-        influx_url=translator.url,
-        influx_token=TOKEN,
-        influx_org=ORG,
-        influx_bucket=influx.database,
+        influx=InfluxConnection(
+            api=InfluxApi.V2,
+            url=translator.url,
+            token=SecretStr(TOKEN),
+            org=ORG,
+            bucket=influx.database,
+            timeout_s=10.0,
+        ),
     )
     wait_until(lambda: fixed.stats.readings_written == 5, 15, "the redelivered message")
     assert influx.count() == 5

@@ -22,10 +22,11 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from commands.stack import LocalStack, load_stack
 from pilotwatch.common_cli import common_settings
 from pilotwatch.influx import InfluxV1
 from pilotwatch.manifest import Manifest, Role
-from pilotwatch.stack import LocalStack, StackConfig, free_port, load_stack
+from pilotwatch.settings import StackConfig, free_port
 
 DAY_MS = 86_400_000
 
@@ -103,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
     # Heavy parts are imported here so `pilotwatch --help` stays fast.
     from analytics.service import evaluate_window  # noqa: PLC0415
     from api.keys import ApiKeyCreate, KeyStore  # noqa: PLC0415
-    from edge.fleet import FleetProgress, run_fleet  # noqa: PLC0415
+    from firmware_sim.agents import FleetProgress, run_fleet  # noqa: PLC0415
     from ingest.service import IngestService  # noqa: PLC0415
     from ingest.settings import IngestSettings  # noqa: PLC0415
 
@@ -185,10 +186,8 @@ def run(args: argparse.Namespace) -> int:
     name = f"demo-evaluator-{run_id}"
     _, key = store.add(ApiKeyCreate(name=name, role=Role.EVALUATOR, cities=("*",)), manifest)
     console.print(
-        "\nThe stack keeps running. Serve the API on this data:\n"
-        f"  PILOTWATCH_API_INFLUX_URL={config.influx_url} PILOTWATCH_API_KEYS_FILE={keys_file} "
-        f"PILOTWATCH_API_INGEST_STATE_DIR={home / 'ingest'} "
-        ".venv/bin/pilotwatch api serve\n"
+        "\nThe stack keeps running. Serve the API on this data (its keys and InfluxDB come from --home):\n"
+        f"  .venv/bin/pilotwatch --home {settings.home} api serve\n"
         f"  curl -H 'X-API-Key: {key}' http://127.0.0.1:8000/sites\n"
         f"Stop the stack with: .venv/bin/pilotwatch --home {settings.home} stack down"
     )

@@ -8,8 +8,9 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from commands.stack import LocalStack, load_stack
 from pilotwatch.common_cli import common_settings, port
-from pilotwatch.stack import LocalStack, StackConfig, load_stack
+from pilotwatch.settings import StackConfig
 
 
 def register(subparsers: Any) -> None:

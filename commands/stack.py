@@ -9,19 +9,18 @@ so the tests exercise exactly what an operator runs. Nothing here touches system
 from __future__ import annotations
 
 import getpass
-import json
 import os
 import shutil
 import signal
 import socket
 import subprocess
 import time
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import httpx
 
 from pilotwatch.influx import InfluxV1
+from pilotwatch.settings import StackConfig
 
 INSTALL_HINT = {
     "mosquitto": "sudo apt-get install mosquitto   (Debian 12 / Ubuntu / Raspberry Pi OS)",
@@ -34,46 +33,11 @@ class StackError(RuntimeError):
     """The stack could not be started or reached; the message says what to do."""
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port nobody listens on right now (the OS picks it, so tests never collide)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
-
-
 def find_binary(name: str) -> str:
     found = shutil.which(name) or next((str(Path(d) / name) for d in SEARCH_PATH if (Path(d) / name).is_file()), None)
     if found is None:
         raise StackError(f"{name} is not installed. Install it with:\n  {INSTALL_HINT[name]}")
     return found
-
-
-@dataclass(frozen=True)
-class StackConfig:
-    root: Path
-    mqtt_port: int = 1883
-    influx_port: int = 8086
-    influx_rpc_port: int = 8088
-    database: str = "pilotwatch"
-    host: str = "127.0.0.1"
-
-    @property
-    def mqtt_url(self) -> str:
-        return f"mqtt://{self.host}:{self.mqtt_port}"
-
-    @property
-    def influx_url(self) -> str:
-        return f"http://{self.host}:{self.influx_port}"
-
-    @classmethod
-    def with_free_ports(cls, root: Path, database: str = "pilotwatch") -> StackConfig:
-        return cls(
-            root=root,
-            mqtt_port=free_port(),
-            influx_port=free_port(),
-            influx_rpc_port=free_port(),
-            database=database,
-        )
 
 
 # Why each Mosquitto setting has the value it has (see docs/operations.md for the full story):
@@ -178,7 +142,7 @@ class LocalStack:
         influxd = find_binary("influxd")
         for sub in ("mosquitto", "influxdb", "logs", "run"):
             self._path(sub).mkdir(parents=True, exist_ok=True)
-        self.state_file.write_text(json.dumps({k: str(v) for k, v in asdict(self.config).items()}))
+        self.config.save()
         # Reuse a service of this folder only if it answers on the configured port; a leftover from an earlier
         # run with other ports (or a hung one) is replaced.
         if self._alive("mosquitto") and not self._mqtt_answers():
@@ -367,13 +331,4 @@ class LocalStack:
 
 def load_stack(root: Path) -> LocalStack:
     """The stack recorded in ``root/stack.json`` by an earlier ``up``."""
-    state = json.loads((root / "stack.json").read_text())
-    config = StackConfig(
-        root=root,
-        mqtt_port=int(state["mqtt_port"]),
-        influx_port=int(state["influx_port"]),
-        influx_rpc_port=int(state["influx_rpc_port"]),
-        database=state["database"],
-        host=state["host"],
-    )
-    return LocalStack(config)
+    return LocalStack(StackConfig.load(root))

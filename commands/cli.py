@@ -10,19 +10,19 @@ from collections.abc import Callable, Sequence
 
 from rich.console import Console
 
+from commands.stack import StackError
 from pilotwatch import __version__
 from pilotwatch.manifest import ManifestError
-from pilotwatch.stack import StackError
 from pilotwatch.wire import WireError
 
 # One line per package that adds commands. Order is the order of `pilotwatch --help`.
 COMMAND_MODULES = (
-    "pilotwatch.stack_cli",
-    "pilotwatch.manifest_cli",
-    "pilotwatch.demo",
+    "commands.stack_cli",
+    "commands.manifest_cli",
+    "commands.demo",
     "api.cli",
     "dashboards.cli",
-    "pilotwatch.deploy_cli",
+    "commands.deploy_cli",
     "ingest.cli",
     "firmware_sim.cli",
     "edge.cli",
