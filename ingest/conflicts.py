@@ -8,13 +8,14 @@ dead-letters as ``conflicting_sample`` with both values, and the stored one stay
 
 How it stays cheap (the hot path is a device streaming forward in time):
 
-- Per device it keeps the samples this worker accepted recently, bounded to ``per_device`` entries, and per sensor
-  a *floor*: every stored sample newer than the floor is in the cache. A reading newer than its sensor's floor and
-  not in the cache is therefore new: a dictionary look-up, no query.
-- The floor starts at the newest sample InfluxDB holds for the sensor (one query per device, the first time the
-  device is seen) and rises to the time of each sample evicted from the cache.
-- Only a reading at or below the floor that the cache does not hold (a backlog replayed after a restart, say)
-  needs InfluxDB: one query per message for the time span of those readings.
+- Per device it keeps the samples this worker accepted recently, bounded to ``per_device``, and a *floor*: every
+  stored sample newer than the floor was accepted by this worker and is kept. A message whose oldest sample is
+  newer than the floor and than everything accepted so far is therefore new as a whole: one ``min`` and an append,
+  no per-reading work (the kept samples are indexed by (sensor, time) only when a later message needs them).
+- The floor starts at the newest sample InfluxDB holds for the device (one query, the first time the device is
+  seen) and rises to the newest time of whatever is dropped to keep the bound.
+- Only a reading at or below the floor that is not kept (a backlog replayed after a restart, say) needs InfluxDB:
+  one query per message for the time span of those readings.
 
 Limits, said plainly: the cache is per worker, so with a shared subscription a conflict between two messages that
 two different workers handled is caught only once the first is in InfluxDB (it is then found by the query). When
@@ -25,6 +26,7 @@ readings are stored as before, because refusing them would turn an InfluxDB outa
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -111,18 +113,27 @@ class Conflict:
         )
 
 
+NOT_STORED = -(2**62)  # the floor of a device InfluxDB holds nothing for
+
+
 @dataclass
 class _Device:
-    floor: dict[str, int] | None = None  # None: InfluxDB not asked yet (or it could not answer)
+    floor: int | None = None  # None: InfluxDB not asked yet (or it could not answer)
     next_lookup: float = 0.0
-    recent: dict[tuple[str, int], Stored] = field(default_factory=dict)
-
-
-NOT_STORED = -(2**62)  # the floor of a sensor InfluxDB holds nothing for
+    high: int = NOT_STORED  # the newest sample time this worker accepted from the device
+    pending: deque[tuple[int, Sequence[Sample], int]] = field(default_factory=deque)  # (seq, samples, newest t)
+    pending_samples: int = 0
+    recent: dict[tuple[str, int], Stored] = field(default_factory=dict)  # the index, built on demand
 
 
 class SampleGuard:
-    """Per worker; used by the consumer thread only."""
+    """Per worker; used by the consumer thread only.
+
+    Per device: a *floor* (every sample at or below it may be in InfluxDB without this worker knowing), the newest
+    sample time accepted (*high*), and the samples accepted since, kept per message and indexed by (sensor, time)
+    only when a reading at or below *high* needs them. A message whose oldest sample is newer than both floor and
+    high (a device streaming forward: nearly every message) costs one ``min`` over its times and an append.
+    """
 
     def __init__(
         self,
@@ -144,24 +155,36 @@ class SampleGuard:
 
     def check(self, device: str, seq: int, samples: Sequence[Sample]) -> list[Conflict]:
         """The conflicts among ``samples``; every other sample is remembered as stored from now on."""
-        if self.stored is None:
+        if self.stored is None or not samples:
             return []
         state = self._devices.get(device)
         if state is None:
             state = self._devices[device] = _Device()
+        if state.floor is None and not self._lookup_floor(state, device):
+            self.skipped += 1
+            return []
+        assert state.floor is not None
+        oldest = min(s[1] for s in samples)
+        if oldest > state.high and oldest > state.floor:
+            newest = max(s[1] for s in samples)
+            state.pending.append((seq, samples, newest))
+            state.pending_samples += len(samples)
+            state.high = newest
+            self._bound(state)
+            return []
+        return self._check_slow(state, device, seq, samples)
+
+    def _check_slow(self, state: _Device, device: str, seq: int, samples: Sequence[Sample]) -> list[Conflict]:
+        self._index(state)
+        assert state.floor is not None
         floor = state.floor
-        if floor is None:
-            floor = self._lookup_floor(state, device)
-            if floor is None:
-                self.skipped += 1
-                return []
         recent = state.recent
         conflicts: list[Conflict] = []
         unknown: list[int] = []
         for position, (sensor, t, value, flag) in enumerate(samples):
             known = recent.get((sensor, t))
             if known is None:
-                if t <= floor.get(sensor, NOT_STORED):
+                if t <= floor:
                     unknown.append(position)
                     continue
                 recent[(sensor, t)] = (value, flag, seq)
@@ -170,24 +193,32 @@ class SampleGuard:
         if unknown:
             conflicts.extend(self._check_in_influx(state, device, seq, samples, unknown))
             conflicts.sort(key=lambda c: c.position)
-        if len(recent) > self.per_device:
-            self._evict(state)
+        state.high = max(state.high, *(s[1] for s in samples))
+        self._bound(state)
         return conflicts
 
-    def _lookup_floor(self, state: _Device, device: str) -> dict[str, int] | None:
+    def _lookup_floor(self, state: _Device, device: str) -> bool:
         now = self._monotonic()
         if now < state.next_lookup:
-            return None
+            return False
         assert self.stored is not None
         self.queries += 1
         try:
             newest = self.stored.newest(device)
         except SampleLookupError:
             state.next_lookup = now + self.retry_lookup_s
-            return None
-        # Samples this worker accepted before the answer came are in the cache and may be newer than InfluxDB's.
-        state.floor = newest
-        return newest
+            return False
+        state.floor = max(newest.values(), default=NOT_STORED)
+        return True
+
+    def _index(self, state: _Device) -> None:
+        """Move the samples kept per message into the (sensor, time) index."""
+        recent = state.recent
+        while state.pending:
+            seq, samples, _newest = state.pending.popleft()
+            for sensor, t, value, flag in samples:
+                recent.setdefault((sensor, t), (value, flag, seq))
+        state.pending_samples = 0
 
     def _check_in_influx(
         self, state: _Device, device: str, seq: int, samples: Sequence[Sample], positions: list[int]
@@ -211,17 +242,19 @@ class SampleGuard:
                 state.recent[(sensor, t)] = (value, flag, seq)
         return out
 
-    def _evict(self, state: _Device) -> None:
-        """Drop the oldest-inserted tenth of the cache; the floor of each sensor rises over what was dropped."""
+    def _bound(self, state: _Device) -> None:
+        """Keep at most ``per_device`` samples: drop the oldest tenth (whole messages first, then index entries);
+        the floor rises over everything dropped, so a dropped sample is asked of InfluxDB, never forgotten."""
+        if state.pending_samples + len(state.recent) <= self.per_device:
+            return
         assert state.floor is not None
+        target = self.per_device - self.per_device // 10
         recent = state.recent
-        floor = state.floor
-        for _ in range(max(1, len(recent) - self.per_device + self.per_device // 10)):
-            (sensor, t), _stored = _pop_oldest(recent)
-            if t > floor.get(sensor, NOT_STORED):
-                floor[sensor] = t
-
-
-def _pop_oldest(recent: dict[tuple[str, int], Stored]) -> tuple[tuple[str, int], Stored]:
-    key = next(iter(recent))
-    return key, recent.pop(key)
+        while recent and state.pending_samples + len(recent) > target:
+            key = next(iter(recent))
+            del recent[key]
+            state.floor = max(state.floor, key[1])
+        while state.pending and state.pending_samples > target:
+            _seq, samples, newest = state.pending.popleft()
+            state.pending_samples -= len(samples)
+            state.floor = max(state.floor, newest)

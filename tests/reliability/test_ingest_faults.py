@@ -27,6 +27,8 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
+from commands.cli import main
+from commands.stack import LocalStack
 from ingest.deadletter import DeadLetterStore
 from ingest.intake import Batch, Intake
 from ingest.ledger import read_ledger
@@ -35,11 +37,9 @@ from ingest.service import IngestService
 from ingest.spool import Spool
 from ingest.store import Store
 from ingest.validate import Rejection, Validator
-from pilotwatch.cli import main
 from pilotwatch.influx import InfluxV1
 from pilotwatch.influx_writer import RetryPolicy, V1Writer, WriteResult
 from pilotwatch.manifest import Manifest
-from pilotwatch.stack import LocalStack
 from pilotwatch.wire import (
     AckMessage,
     Reading,
