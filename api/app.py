@@ -7,6 +7,7 @@ the network.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
@@ -16,10 +17,11 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from api.keys import KeyStore
-from api.routes import devices, export, health, series, sites
+from api.routes import ack_link, alerts, devices, export, health, inbox, series, sites
 from api.settings import ApiSettings
 from api.store import ReadingStore
 from pilotwatch import __version__
+from pilotwatch.alerting import ALERT_STORE_FILE
 from pilotwatch.influx import InfluxQueryError, InfluxV1
 from pilotwatch.manifest import Manifest, load_manifest
 
@@ -55,6 +57,9 @@ def create_app(
         try:
             yield
         finally:
+            if app.state.alerts is not None:
+                app.state.alerts.close()
+                app.state.alerts = None
             influx.close()
 
     app = FastAPI(
@@ -67,6 +72,9 @@ def create_app(
     app.state.settings = settings
     app.state.manifest = loaded
     app.state.keys = KeyStore(settings.keys_file)
+    app.state.alerts = None  # the alert engine's store, opened by the first request that needs it
+    app.state.alerts_lock = threading.Lock()
+    app.state.alerts_path = settings.alerts_state_dir / ALERT_STORE_FILE
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -85,6 +93,6 @@ def create_app(
             content={"detail": f"InfluxDB at {settings.influx.url} did not answer: {exc}"},
         )
 
-    for module in (health, sites, series, devices, export):
+    for module in (health, sites, series, devices, export, alerts, inbox, ack_link):
         app.include_router(module.router)
     return app

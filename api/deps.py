@@ -15,10 +15,11 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Path, Query, Request, Security, status
 from fastapi.security import APIKeyHeader
 
-from api.keys import ApiKeyRecord, KeyStore
+from alerts.store import AlertStore
+from api.keys import ALL_CITIES, ApiKeyRecord, KeyStore
 from api.settings import ApiSettings
 from api.store import ReadingStore
-from pilotwatch.manifest import City, Device, Manifest, Role, Site
+from pilotwatch.manifest import AlertKind, City, Device, Manifest, Role, Site
 
 API_KEY_HEADER = "X-API-Key"
 _api_key = APIKeyHeader(name=API_KEY_HEADER, auto_error=False, description="key from `pilotwatch api keys add`")
@@ -44,7 +45,18 @@ def get_keys(request: Request) -> KeyStore:
     return keys
 
 
+def get_alert_store(request: Request) -> AlertStore:
+    """The alert engine's SQLite store, opened on first use (so an API without alerts never creates one)."""
+    state = request.app.state
+    with state.alerts_lock:
+        if state.alerts is None:
+            state.alerts = AlertStore(state.alerts_path)
+        alerts: AlertStore = state.alerts
+    return alerts
+
+
 SettingsDep = Annotated[ApiSettings, Depends(get_settings)]
+AlertStoreDep = Annotated[AlertStore, Depends(get_alert_store)]
 ManifestDep = Annotated[Manifest, Depends(get_manifest)]
 StoreDep = Annotated[ReadingStore, Depends(get_store)]
 KeyStoreDep = Annotated[KeyStore, Depends(get_keys)]
@@ -173,3 +185,89 @@ def to_ms(when: dt.datetime) -> int:
 
 def from_ms(t_ms: int) -> dt.datetime:
     return EPOCH + dt.timedelta(milliseconds=t_ms)
+
+
+# ------------------------------------------------------------------------------------------------ alerts
+@dataclass(frozen=True, slots=True)
+class AlertScope:
+    """Which alerts a key sees: the kinds the manifest's alert routes give its role, per city, within the
+    cities and sites of its scope (an admin sees all). ``can_act``: evaluators read only."""
+
+    key: ApiKeyRecord
+    kinds: dict[AlertKind, frozenset[str] | None]  # kind -> the cities it is routed in to this role (None: all)
+
+    @property
+    def can_act(self) -> bool:
+        return self.key.role is not Role.EVALUATOR
+
+    def sees(self, kind: str, city: str, site: str) -> bool:
+        if self.key.role is Role.ADMIN:
+            return True
+        try:
+            cities = self.kinds.get(AlertKind(kind), frozenset())
+        except ValueError:
+            return False
+        if cities is not None and city not in cities:
+            return False
+        return self.key.can_read_site(city, site)
+
+    def sql(self) -> tuple[str, tuple[str, ...]]:
+        """The same rule as :meth:`sees`, as a WHERE clause over the ``alerts`` table (fixed column names)."""
+        if self.key.role is Role.ADMIN:
+            return "1 = 1", ()
+        parts: list[str] = []
+        params: list[str] = []
+        unrestricted = ALL_CITIES in self.key.cities
+        for kind, cities in sorted(self.kinds.items()):
+            clause = ["kind = ?"]
+            params.append(kind.value)
+            if cities is not None:
+                clause.append(f"city IN ({', '.join('?' * len(cities))})")
+                params += sorted(cities)
+            if not unrestricted:
+                key_cities = ", ".join("?" * len(self.key.cities))
+                key_sites = ", ".join("?" * len(self.key.sites))
+                clause.append(f"(city IN ({key_cities}) OR site IN ({key_sites}))")
+                params += [*self.key.cities, *self.key.sites]
+            parts.append("(" + " AND ".join(clause) + ")")
+        return ("(" + " OR ".join(parts) + ")") if parts else "1 = 0", tuple(params)
+
+
+def alert_scope(manifest: ManifestDep, key: CurrentKey) -> AlertScope:
+    kinds: dict[AlertKind, set[str] | None] = {}
+    for route in manifest.alerts:
+        if key.role not in route.roles:
+            continue
+        if route.city == ALL_CITIES:
+            kinds[route.alert] = None
+        elif kinds.get(route.alert, set()) is not None:
+            kinds.setdefault(route.alert, set()).add(route.city)  # type: ignore[union-attr]
+    return AlertScope(key, {k: (None if v is None else frozenset(v)) for k, v in kinds.items()})
+
+
+AlertScopeDep = Annotated[AlertScope, Depends(alert_scope)]
+
+
+def scoped_alert(alerts: AlertStoreDep, scope: AlertScopeDep, alert_id: Annotated[str, Path()]) -> dict[str, object]:
+    found = alerts.get(alert_id)
+    if found is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"unknown alert {alert_id!r}")
+    if not scope.sees(str(found["kind"]), str(found["city"]), str(found["site"])):
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN, detail=f"key {scope.key.name!r} has no access to alert {alert_id!r}"
+        )
+    return found
+
+
+def acting_scope(scope: AlertScopeDep) -> AlertScope:
+    if not scope.can_act:
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN,
+            detail=f"this needs role operator, city_staff or admin; key {scope.key.name!r} has role "
+            f"{scope.key.role.value} (read only)",
+        )
+    return scope
+
+
+ScopedAlert = Annotated[dict[str, object], Depends(scoped_alert)]
+ActingScope = Annotated[AlertScope, Depends(acting_scope)]

@@ -170,3 +170,112 @@ class ApiKeyScopePublic(Public):
     role: Role
     cities: list[str]
     sites: list[str]
+
+
+# ------------------------------------------------------------------------------------------------ alerts
+class AlertPublic(Public):
+    """One alert as the alert engine stored it (docs/alerts.md)."""
+
+    alert_id: str
+    rule: str
+    kind: str
+    city: str
+    site: str
+    device: str
+    sensor: str
+    severity: str
+    title: str
+    status: str
+    firing: bool
+    silenced: bool
+    episode_start: dt.datetime
+    fired: dt.datetime
+    resolved: dt.datetime | None
+    ack_by: str | None
+    ack_time: dt.datetime | None
+    assignee: str | None
+    value: float | None
+    body: dict[str, object]
+
+
+class AlertsPublic(Public):
+    data: list[AlertPublic]
+    count: int
+    limit: int
+    offset: int
+
+
+class CommentPublic(Public):
+    author: str
+    time: dt.datetime
+    text: str
+
+
+class AlertReadingsPublic(Public):
+    """The stored readings of one sensor around an alert, with their QC flags."""
+
+    device: str
+    sensor: str
+    data: list[SeriesPointPublic]
+
+
+class NotificationPublic(Public):
+    """One notification of the alert to one recipient (the notifier's delivery state)."""
+
+    transition_id: int
+    reason: str
+    step: int
+    channel: str
+    recipient: str
+    status: str
+    attempts: int
+    last_error: str
+    sent: dt.datetime | None
+    idempotency_key: str
+
+
+class AlertDetailPublic(AlertPublic):
+    comments: list[CommentPublic]
+    readings: list[AlertReadingsPublic]
+    deliveries: list[NotificationPublic]
+
+
+class AlertActionBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    comment: str = ""
+
+
+class AlertAssignBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    assignee: str
+
+
+class AlertCommentBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    text: str
+
+
+class SilenceCreate(BaseModel):
+    """A maintenance window: alerts of the city (or one site / device, optionally one kind) that fire inside it
+    are recorded but marked silenced."""
+
+    model_config = ConfigDict(extra="forbid")
+    city: str
+    site: str = ""
+    device: str = ""
+    kind: str = ""
+    start: dt.datetime
+    end: dt.datetime
+    reason: str
+
+
+class SilencePublic(Public):
+    id: int
+    city: str
+    site: str
+    device: str
+    kind: str
+    start: dt.datetime
+    end: dt.datetime
+    reason: str
+    created_by: str

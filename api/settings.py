@@ -5,10 +5,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Self
 
-from pydantic import field_validator, model_validator
+from pydantic import SecretStr, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
-from pilotwatch.settings import CommonSettings, InfluxConnection, ServiceSettings, StackConfig, stack_influx
+from pilotwatch.settings import (
+    CommonSettings,
+    InfluxConnection,
+    ServiceSettings,
+    StackConfig,
+    refuse_placeholder,
+    stack_influx,
+)
 
 
 class ApiSettings(ServiceSettings):
@@ -20,11 +27,20 @@ class ApiSettings(ServiceSettings):
     ingest_state_dir: Path = Path(".pilotwatch/ingest")
     """Ingest's state folder (its ``PILOTWATCH_INGEST_STATE_DIR``), read for the delivery ledger."""
 
+    alerts_state_dir: Path = Path(".pilotwatch/alerts")
+    """The alert engine's state folder (its ``PILOTWATCH_ALERTS_STATE_DIR``): the API reads and updates alerts
+    and silences in its SQLite store (WAL, so both can write)."""
+
     keys_file: Path = Path(".pilotwatch/api-keys.yaml")
     """YAML or JSON file of hashed API keys (``pilotwatch api keys add`` writes it); the CLI's default is
     ``<PILOTWATCH_HOME>/api-keys.yaml``."""
     manifest: Path | None = None
     """Pilot manifest; empty means ``PILOTWATCH_MANIFEST`` or the shipped default."""
+
+    notify_state_db: Path = Path(".pilotwatch/notify/notify.db")
+    """The notifier's database (its ``PILOTWATCH_NOTIFY_STATE_DB``), read for each alert's deliveries."""
+    ack_link_secret: SecretStr | None = None
+    """Key of the notifier's signed acknowledge links (the notifier's ``PILOTWATCH_NOTIFY_ACK_LINK_SECRET``)."""
 
     host: str = "127.0.0.1"
     port: int = 8000
@@ -42,8 +58,16 @@ class ApiSettings(ServiceSettings):
             "keys_file": common.home / "api-keys.yaml",
             "manifest": common.manifest,
             "ingest_state_dir": common.home / "ingest",
+            "alerts_state_dir": common.home / "alerts",
+            "notify_state_db": common.home / "notify" / "notify.db",
             "influx": stack_influx(stack),
         }
+
+    @field_validator("ack_link_secret")
+    @classmethod
+    def _no_placeholder(cls, value: SecretStr | None) -> SecretStr | None:
+        refuse_placeholder("ack_link_secret", value)
+        return value
 
     @field_validator("port")
     @classmethod

@@ -27,6 +27,7 @@ COMMAND_MODULES = (
     "firmware_sim.cli",
     "edge.cli",
     "analytics.cli",
+    "commands.alerts_cli",
 )
 
 Handler = Callable[[argparse.Namespace], int]

@@ -102,6 +102,7 @@ def _stack_for(root: Path) -> LocalStack:
 
 def run(args: argparse.Namespace) -> int:
     # Heavy parts are imported here so `pilotwatch --help` stays fast.
+    from alerts.demo import run_alerts_for_demo  # noqa: PLC0415
     from analytics.service import evaluate_window  # noqa: PLC0415
     from api.keys import ApiKeyCreate, KeyStore  # noqa: PLC0415
     from firmware_sim.agents import FleetProgress, run_fleet  # noqa: PLC0415
@@ -179,6 +180,10 @@ def run(args: argparse.Namespace) -> int:
         f"(good {flags[1]:,}, not evaluated {flags[2]:,}, suspect {flags[3]:,}, fail {flags[4]:,}, "
         f"missing {flags[9]:,}); {report.anomalies:,} anomalous, labelled fault {report.labels['fault']:,} / "
         f"event {report.labels['event']:,}; written beside the readings as measurement 'qc'"
+    )
+
+    run_alerts_for_demo(
+        manifest, config.influx_url, config.database, home / "alerts", window.start_ms, window.end_ms, console
     )
 
     keys_file = home / "api-keys.yaml"

@@ -212,7 +212,58 @@ def device_table(title: str, where: str, grid: Json, panel_id: int) -> Json:
     }
 
 
-def _dashboard(*, uid: str, title: str, tags: list[str], timezone: str, panels: list[Json], description: str) -> Json:
+ALERT_TABLE_FIELDS = ("title", "kind", "severity", "status", "silenced", "alert_id")
+
+
+def alert_table(title: str, where: str, grid: Json, panel_id: int) -> Json:
+    """The alerts the alert engine stored (measurement ``alert``, one point per alert at its firing time)."""
+    selects = ", ".join(quote_ident(f) for f in ALERT_TABLE_FIELDS)
+    group = ", ".join(quote_ident(t) for t in ("site", "device", "sensor"))
+    return {
+        "id": panel_id,
+        "type": "table",
+        "title": title,
+        "description": "Alerts decided by the alert engine, newest first: city staff's pollution and limit alerts, "
+        "operators' device and bin alerts. Work them in the API's alert inbox (/inbox); silenced alerts are "
+        "recorded and marked.",
+        "datasource": DATASOURCE,
+        "gridPos": grid,
+        "targets": [
+            _target(
+                "A",
+                f"SELECT {selects} FROM {quote_ident(Measurement.ALERT)} WHERE {where}$timeFilter GROUP BY {group}",
+                "table",
+            )
+        ],
+        "options": {"sortBy": [{"displayName": "Time", "desc": True}]},
+        "fieldConfig": {"defaults": {"thresholds": thresholds(None, None)}, "overrides": []},
+    }
+
+
+def alert_annotation(where: str) -> Json:
+    """Every stored alert as an annotation on the time series panels of the dashboard."""
+    return {
+        "name": "alerts",
+        "datasource": DATASOURCE,
+        "enable": True,
+        "iconColor": "red",
+        "query": f"SELECT {quote_ident('title')}, {quote_ident('kind')}, {quote_ident('severity')} "
+        f"FROM {quote_ident(Measurement.ALERT)} WHERE {where}$timeFilter",
+        "textColumn": "title",
+        "tagsColumn": "kind,severity",
+    }
+
+
+def _dashboard(
+    *,
+    uid: str,
+    title: str,
+    tags: list[str],
+    timezone: str,
+    panels: list[Json],
+    description: str,
+    annotation: Json | None = None,
+) -> Json:
     return {
         "uid": uid,
         "title": title,
@@ -225,7 +276,7 @@ def _dashboard(*, uid: str, title: str, tags: list[str], timezone: str, panels: 
         "schemaVersion": SCHEMA_VERSION,
         "time": {"from": "now-24h", "to": "now"},
         "templating": {"list": []},
-        "annotations": {"list": []},
+        "annotations": {"list": [annotation] if annotation else []},
         "panels": panels,
     }
 
@@ -238,6 +289,9 @@ def city_dashboard(manifest: Manifest, city: City) -> Json:
     panels.append(device_table("Devices", city_where, {"x": 0, "y": y, "w": 24, "h": 6}, next_id))
     next_id += 1
     y += 6
+    panels.append(alert_table("Alerts", city_where, {"x": 0, "y": y, "w": 24, "h": 8}, next_id))
+    next_id += 1
+    y += 8
     for site in city.sites:
         panels.append(
             {
@@ -269,6 +323,7 @@ def city_dashboard(manifest: Manifest, city: City) -> Json:
         panels=panels,
         description=f"{city.pilot}. Generated from the pilot manifest by `pilotwatch dashboards build`; "
         "edit the manifest, not this dashboard.",
+        annotation=alert_annotation(city_where),
     )
 
 
@@ -308,6 +363,7 @@ def fleet_dashboard(manifest: Manifest) -> Json:
             ],
             "fieldConfig": {"defaults": {"unit": "short"}, "overrides": []},
         },
+        alert_table("Alerts, every city", "", {"x": 0, "y": 20, "w": 24, "h": 10}, 4),
     ]
     n_devices = sum(1 for _ in manifest.iter_devices())
     return _dashboard(
@@ -317,6 +373,7 @@ def fleet_dashboard(manifest: Manifest) -> Json:
         timezone="utc",
         panels=panels,
         description=f"{n_devices} devices in {len(manifest.cities)} cities. Generated from the pilot manifest.",
+        annotation=alert_annotation(""),
     )
 
 
@@ -348,8 +405,9 @@ def write_all(manifest: Manifest, out: Path) -> list[Path]:
 
 
 def panel_queries(dashboard: Json) -> list[tuple[str, str]]:
-    """(panel title, InfluxQL) for every target of every panel, rows' nested panels included."""
-    found = []
+    """(panel title, InfluxQL) for every target of every panel, rows' nested panels included, and every
+    annotation query (titled ``annotation: <name>``)."""
+    found = [(f"annotation: {a['name']}", str(a["query"])) for a in dashboard.get("annotations", {}).get("list", [])]
     stack = list(dashboard.get("panels", []))
     while stack:
         panel = stack.pop(0)

@@ -28,7 +28,9 @@ from pilotwatch.common_cli import common_settings, moment
 
 
 def register(subparsers: Any) -> None:
-    parser = subparsers.add_parser("sim", help="simulated sensors: a device's agent on them, ground truth, fault/event schedule")
+    parser = subparsers.add_parser(
+        "sim", help="simulated sensors: a device's agent on them, ground truth, fault/event schedule"
+    )
     actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
     run = actions.add_parser("run", help="one device's edge agent on simulated sensors")
     agent_arguments(run)

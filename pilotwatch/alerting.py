@@ -41,6 +41,10 @@ class TransitionKind(enum.StrEnum):
     CLOSED = "closed"
 
 
+ALERT_STORE_FILE: Final = "alerts.sqlite"
+"""The alert engine's SQLite database inside its state folder (``PILOTWATCH_ALERTS_STATE_DIR``); the API and
+the notifier open the same file."""
+
 TRANSITIONS_DDL: Final = """
 CREATE TABLE IF NOT EXISTS alert_transitions (
     id INTEGER PRIMARY KEY AUTOINCREMENT,

@@ -277,11 +277,35 @@ class AlertChannel(enum.StrEnum):
     MQTT = "mqtt"
 
 
+class EscalationStep(Strict):
+    """Who hears about a fired alert that nobody has acknowledged ``after_s`` seconds after it was first sent."""
+
+    after_s: float = Field(gt=0, le=7 * 86_400)
+    roles: list[Role] = Field(min_length=1)
+    channels: list[AlertChannel] = Field(default_factory=list, description="empty: the route's channels")
+
+
 class AlertRoute(Strict):
     city: str
     alert: AlertKind
     roles: list[Role] = Field(min_length=1)
     channels: list[AlertChannel] = Field(min_length=1)
+    escalation: list[EscalationStep] = Field(default_factory=list)
+
+    @field_validator("escalation")
+    @classmethod
+    def _rising_delays(cls, steps: list[EscalationStep]) -> list[EscalationStep]:
+        delays = [s.after_s for s in steps]
+        if delays != sorted(set(delays)):
+            raise ValueError(f"escalation steps must have rising after_s, got {delays}")
+        return steps
+
+
+class Notifications(Strict):
+    """Where the notifier finds its recipients: a file beside the manifest, kept out of version control because
+    it holds e-mail addresses and names the secrets of webhooks (see docs/alerts.md, "Notifications")."""
+
+    recipients: str = Field(min_length=1, description="recipients YAML, relative to the manifest's folder")
 
 
 class Programme(Strict):
@@ -295,6 +319,7 @@ class Manifest(Strict):
     limits: dict[str, LimitSet] = Field(default_factory=dict)
     cities: list[City] = Field(min_length=1)
     alerts: list[AlertRoute] = Field(default_factory=list)
+    notifications: Notifications | None = None
 
     @field_validator("version")
     @classmethod
@@ -391,7 +416,8 @@ def _format_location(loc: tuple[int | str, ...]) -> str:
     return out
 
 
-def _pydantic_problems(exc: ValidationError, data: Any) -> list[tuple[str, str]]:
+def validation_problems(exc: ValidationError, data: Any) -> list[tuple[str, str]]:
+    """(path, message) per problem, in the manifest's wording; other YAML files of pilotwatch report the same way."""
     problems: list[tuple[str, str]] = []
     for error in exc.errors(include_url=False):
         loc = tuple(p for p in error["loc"] if not (isinstance(p, str) and p.startswith(("function-", "tagged-"))))
@@ -432,7 +458,7 @@ def parse_manifest(data: Any, source: str = "<manifest>") -> Manifest:
     try:
         return Manifest.model_validate(data)
     except ValidationError as exc:
-        raise ManifestError(source, _pydantic_problems(exc, data)) from None
+        raise ManifestError(source, validation_problems(exc, data)) from None
 
 
 def load_manifest(path: str | Path | None = None) -> Manifest:

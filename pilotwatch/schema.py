@@ -44,6 +44,7 @@ class Measurement(enum.StrEnum):
     DEVICE_STATUS = "device_status"
     QC = "qc"
     DELIVERY = "delivery"
+    ALERT = "alert"
 
 
 class FieldType(enum.StrEnum):
@@ -56,6 +57,8 @@ class FieldType(enum.StrEnum):
 SERIES_TAGS: Final = ("city", "site", "device", "sensor", "param")
 """Tags of one sensor's series (``reading`` and ``qc``): identity, in this order wherever a key is a tuple."""
 DEVICE_TAGS: Final = ("city", "site", "device")
+ALERT_TAGS: Final = ("city", "site", "device", "sensor", "kind", "rule")
+"""Tags of an ``alert`` point: where it is, what kind and which rule; one point per alert at its firing time."""
 
 QC_TEST_FIELDS: Final = (
     "gross_range",
@@ -132,6 +135,21 @@ SCHEMA: Final[Mapping[Measurement, MeasurementSpec]] = {
         },
         "ingest's gap ledger of one device as published (merged over the workers of a state folder): the newest"
         " point is the current state; gaps is a JSON list of the first missing [first, last] seq ranges",
+    ),
+    Measurement.ALERT: MeasurementSpec(
+        Measurement.ALERT,
+        ALERT_TAGS,
+        {
+            "alert_id": FieldType.STRING,
+            "title": FieldType.STRING,
+            "severity": FieldType.STRING,
+            "status": FieldType.STRING,
+            "firing": FieldType.INTEGER,
+            "silenced": FieldType.INTEGER,
+            "value": FieldType.FLOAT,
+            "resolved_ms": FieldType.INTEGER,
+        },
+        "an alert the alert engine decided, at the sample time it fired; rewritten when its status changes",
     ),
 }
 

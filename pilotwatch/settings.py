@@ -16,8 +16,10 @@ from __future__ import annotations
 import contextvars
 import enum
 import json
+import os
 import socket
 import types
+import typing
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -251,6 +253,23 @@ class ServiceSettings(BaseSettings):
         """What this service takes from ``--home`` and its local stack when nothing stronger says otherwise."""
         return {}
 
+    @model_validator(mode="before")
+    @classmethod
+    def _no_unknown_variables(cls, data: Any) -> Any:
+        """Refuse a ``PILOTWATCH_<SERVICE>_*`` variable that names no setting: pydantic-settings would ignore it,
+        and a misspelt or renamed variable would silently leave the default in force."""
+        prefix = str(cls.model_config.get("env_prefix", "")).upper()
+        if prefix:
+            known = set(_variable_names(cls, prefix))
+            unknown = sorted(
+                name for name in os.environ if name.upper().startswith(prefix) and name.upper() not in known
+            )
+            if unknown:
+                raise ValueError(
+                    f"unknown setting(s) {', '.join(unknown)}; {cls.__name__} reads {', '.join(sorted(known))}"
+                )
+        return data
+
     @classmethod
     def for_command(cls, common: CommonSettings, **flags: Any) -> Self:
         """Settings for a command: ``flags`` (None = not given) over the environment over the local stack."""
@@ -258,6 +277,21 @@ class ServiceSettings(BaseSettings):
         stack = StackConfig.load(root) if (root / STACK_STATE_FILE).exists() else None
         with _local_defaults(cls.local_defaults(common, stack)):
             return cls(**_given(flags))
+
+
+def _variable_names(model: type[BaseModel], prefix: str) -> Iterator[str]:
+    """Every environment name that sets a field of ``model`` (sub-models: whole, as JSON, or field by field)."""
+    for name, field in model.model_fields.items():
+        yield f"{prefix}{name.upper()}"
+        for kind in _model_types(field.annotation):
+            yield from _variable_names(kind, f"{prefix}{name.upper()}__")
+
+
+def _model_types(annotation: Any) -> Iterator[type[BaseModel]]:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        yield annotation
+    for arg in typing.get_args(annotation):
+        yield from _model_types(arg)
 
 
 def _given(values: Mapping[str, Any]) -> dict[str, Any]:

@@ -58,6 +58,17 @@ def seed_every_sensor(influx: InfluxV1, manifest: Manifest) -> None:
         }
         tags = {"city": city.id, "site": site.id, "device": device.id}
         lines.append(line("device_status", tags, fields, T0_MS + 10 * 60_000))
+        sensor = device.sensors[0]
+        alert_tags = {**tags, "sensor": sensor.id, "kind": "device", "rule": "device.sensor_fault"}
+        alert_fields: dict[str, float | int | str] = {
+            "alert_id": f"a-{device.id}",
+            "title": f"sensor fault at {device.id}/{sensor.id}",
+            "severity": "warning",
+            "status": "open",
+            "firing": 1,
+            "silenced": 0,
+        }
+        lines.append(line("alert", alert_tags, alert_fields, T0_MS + 20 * 60_000))
     response = influx.write_lines(lines)
     assert response.status_code == 204, response.text
 
@@ -76,9 +87,26 @@ def test_every_panel_query_returns_rows(influx: InfluxV1, manifest: Manifest) ->
             rows = influx.query(sql)
             assert rows, f"{uid} / {title}: no rows for {sql}"
             ran += 1
-    # A panel per parameter measured at each site, a device table per city (two queries) and three fleet queries.
+    # A panel per parameter measured at each site, a device table per city (two queries), an alert table and an
+    # alert annotation per city, and the fleet's four queries, alert table and annotation.
     per_site = sum(len({s.param for d in site.devices for s in d.sensors}) for _, site in manifest.iter_sites())
-    assert ran == per_site + 2 * len(manifest.cities) + 4
+    assert ran == per_site + 4 * len(manifest.cities) + 6
+
+
+def test_alert_table_and_annotation_show_the_citys_alerts_only(influx: InfluxV1, manifest: Manifest) -> None:
+    seed_every_sensor(influx, manifest)
+    dashboard = build_all(manifest)[city_uid(manifest.cities[0])]
+    city_devices = {d.id for d in manifest.cities[0].sites[0].devices} | {
+        d.id for s in manifest.cities[0].sites for d in s.devices
+    }
+    queries = dict(panel_queries(dashboard))
+    for title in ("Alerts", "annotation: alerts"):
+        rows = influx.query(grafana_macros(queries[title], T0_MS - 3_600_000, T0_MS + 3_600_000, "5m"))
+        assert rows, title
+        assert {str(r["title"]).split(" at ")[1].split("/")[0] for r in rows} == city_devices
+    annotation = dashboard["annotations"]["list"][0]
+    assert annotation["textColumn"] == "title"
+    assert annotation["datasource"] == {"type": "influxdb", "uid": "pilotwatch-influxdb"}
 
 
 def test_queries_outside_the_data_return_nothing(influx: InfluxV1, manifest: Manifest) -> None:

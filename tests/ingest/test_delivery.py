@@ -83,7 +83,7 @@ def _ingest_process(stack: LocalStack, state_dir: Path) -> subprocess.Popen[byte
         **os.environ,
         "PILOTWATCH_INGEST_MQTT__PORT": str(stack.config.mqtt_port),
         "PILOTWATCH_INGEST_INFLUX__URL": stack.config.influx_url,
-        "PILOTWATCH_INGEST_DATABASE": stack.config.database,
+        "PILOTWATCH_INGEST_INFLUX__DATABASE": stack.config.database,
         "PILOTWATCH_INGEST_CLIENT_ID": "ingest-kill9",
         "PILOTWATCH_INGEST_BATCH_INTERVAL_S": "0.05",
         "PILOTWATCH_INGEST_STATE_INTERVAL_S": "0.2",

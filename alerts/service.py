@@ -1,0 +1,124 @@
+"""The live alert engine: every ``interval_s`` read the trailing window from InfluxDB, run one engine pass,
+write changed alerts back as ``alert`` points.
+
+Restart-safe by construction: the engine's state lives in the store and a pass is one transaction, so after a
+``kill -9`` the next pass re-reads the window and decides only what was not yet decided (the state machine
+ignores what it has seen; a re-decided episode has the same id and the unique constraint drops it). ``alert``
+points are written after the commit and marked synced; a crash between the two rewrites them next pass.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from alerts.engine import Engine, PassReport, alert_lines
+from alerts.settings import AlertSettings
+from alerts.source import read_points, read_statuses
+from alerts.store import AlertStore
+from pilotwatch.manifest import Manifest
+
+
+class InfluxClient(Protocol):
+    def query(self, q: str, epoch: str = "ms") -> list[dict[str, Any]]: ...
+
+    def write_lines(self, lines: Any, precision: str = "ms") -> Any: ...
+
+    def close(self) -> None: ...
+
+
+def influx_client(settings: AlertSettings) -> InfluxClient:
+    return settings.influx.client()
+
+
+class AlertService:
+    def __init__(
+        self,
+        settings: AlertSettings,
+        manifest: Manifest,
+        *,
+        client_factory: Callable[[AlertSettings], InfluxClient] = influx_client,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.manifest = manifest
+        self._client_factory = client_factory
+        self._clock = clock
+        self._client: InfluxClient | None = None
+        self.store: AlertStore | None = None
+        self.engine: Engine | None = None
+        self._warm = False
+
+    def open(self) -> None:
+        if self.engine is not None:
+            return
+        self._client = self._client_factory(self.settings)
+        self.store = AlertStore(self.settings.store_path)
+        self.engine = Engine(self.manifest, self.store, self.settings.rules)
+
+    @property
+    def client(self) -> InfluxClient:
+        if self._client is None:
+            raise RuntimeError("the alert service is not open; call open() first")
+        return self._client
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+        if self.store is not None:
+            self.store.close()
+        self._client, self.store, self.engine = None, None, None
+        self._warm = False
+
+    def __enter__(self) -> AlertService:
+        self.open()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def step(self) -> PassReport:
+        """One pass up to now."""
+        self.open()
+        assert self.engine is not None
+        assert self._client is not None
+        assert self.store is not None
+        now = int(self._clock() * 1000)
+        window = round(self.settings.read_window_s * 1000)
+        since = now - window
+        points = read_points(self._client, since, now)
+        if not self._warm:
+            # The first pass after a start also replays the history rolling statistics need (their series only).
+            for param, sites, context_ms in self.engine.warmups():
+                points += read_points(self._client, since - context_ms, since, param=param, sites=sites)
+        statuses = read_statuses(self._client, since, now)
+        report = self.engine.process(points, statuses, now)
+        self._warm = True
+        self.sync_influx()
+        return report
+
+    def sync_influx(self) -> int:
+        """Write alerts changed since their last write as ``alert`` points; return how many."""
+        assert self.store is not None
+        assert self._client is not None
+        rows = self.store.unsynced()
+        if not rows:
+            return 0
+        response = self._client.write_lines(alert_lines(rows), precision="ms")
+        status = getattr(response, "status_code", 204)
+        if status >= 300:
+            raise RuntimeError(f"InfluxDB refused the alert points ({status}): {getattr(response, 'text', '')[:300]}")
+        self.store.mark_synced([(r["alert_id"], r["updated_ms"]) for r in rows])
+        return len(rows)
+
+    def run_forever(self, stop: threading.Event, on_pass: Callable[[PassReport], None] | None = None) -> int:
+        with self:
+            while not stop.is_set():
+                started = self._clock()
+                report = self.step()
+                if on_pass is not None:
+                    on_pass(report)
+                stop.wait(max(0.0, self.settings.interval_s - (self._clock() - started)))
+        return 0
