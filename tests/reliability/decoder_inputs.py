@@ -14,6 +14,7 @@ surrogates, deep nesting, wrong types, unknown keys), published on the right top
 
 from __future__ import annotations
 
+import copy
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -99,7 +100,8 @@ def _mutated(draw: st.DrawFn, base: dict[str, Any], nested: str | None) -> bytes
         if draw(st.integers(0, 5)) == 0:
             target.pop(key, None)
         else:
-            target[key] = draw(json_values)
+            # A copy: the pools hold shared objects, and a later mutation must not change them for the next input.
+            target[key] = copy.deepcopy(draw(json_values))
     payload = _dumps(obj)
     cut = draw(st.integers(0, 20))
     if cut == 0 and payload:
