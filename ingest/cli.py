@@ -280,8 +280,9 @@ def _dead_count(args: argparse.Namespace) -> int:
         drops = store.drops()
     console = Console()
     if args.json:
-        dropped = {cause: {"entries": n, "bytes": size} for cause, (n, size) in drops.items()}
-        body = {"by_reason": counts, "total": sum(counts.values()), "pending": pending, "dropped": dropped}
+        body: dict[str, Any] = {"by_reason": counts, "total": sum(counts.values()), "pending": pending}
+        if drops:  # only once the store's bounds have dropped or cut something
+            body["dropped"] = {cause: {"entries": n, "bytes": size} for cause, (n, size) in drops.items()}
         console.print_json(json.dumps(body))
         return 0
     for reason, n in counts.items():
