@@ -17,7 +17,7 @@ How it stays cheap (the hot path is a device streaming forward in time):
 - Only a reading at or below the floor that is not kept (a backlog replayed after a restart, say) needs InfluxDB:
   one query per message for the time span of those readings.
 
-Limits, said plainly: two readings of the same sensor and time inside one message are not compared (the message
+Limits, said plainly: two readings of the same sensor and time inside one message are not always compared (the message
 is one seq, not a new one; the later line wins in InfluxDB). The cache is per worker, so with a shared
 subscription a conflict between two messages that two different workers handled is caught only once the first is
 in InfluxDB (it is then found by the query). When InfluxDB cannot answer, the check is skipped for that message
