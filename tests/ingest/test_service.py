@@ -405,3 +405,28 @@ def _status_text(service: IngestService, capsys: pytest.CaptureFixture[str], *fl
     capsys.readouterr()
     main(["ingest", "--state-dir", str(service.state_dir), "status", *flags])
     return capsys.readouterr().out
+
+
+def test_the_ledger_is_published_to_influxdb_while_running_and_at_shutdown(
+    start_ingest: Callable[..., IngestService], stack: LocalStack, influx: InfluxV1, manifest: Manifest
+) -> None:
+    service = start_ingest(delivery_interval_s=0.2)
+    t0 = recent_t0()
+    publisher = new_client(stack.config.host, stack.config.mqtt_port)
+    try:
+        publish_all(publisher, [(readings_topic(DEVICE), make_message(manifest, s, 2, t0).encode()) for s in (0, 1, 3)])
+    finally:
+        close_client(publisher)
+
+    def latest() -> dict[str, object] | None:
+        rows = influx.query(f"SELECT * FROM delivery WHERE device = '{DEVICE}' ORDER BY time DESC LIMIT 1")
+        return rows[0] if rows else None
+
+    wait_until(lambda: (latest() or {}).get("stored") == 3, 10, "a periodic delivery point")
+    row = latest()
+    assert row is not None
+    assert (row["stored_through"], row["missing"], json.loads(str(row["gaps"]))) == (1, 1, [[2, 2]])
+    assert (row["city"], row["site"]) == ("bangkok", "bkk-pratunam-pier")
+    before = influx.count("delivery", "stored")
+    service.stop()
+    assert influx.count("delivery", "stored") == before + 1  # every device once more at shutdown
