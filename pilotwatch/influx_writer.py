@@ -28,6 +28,8 @@ from typing import Any, Protocol
 
 import httpx
 
+from pilotwatch.influx import InfluxV1
+
 
 class Outcome(enum.StrEnum):
     OK = "ok"
@@ -108,22 +110,18 @@ class V1Writer:
         timeout_s: float = 10.0,
         client: httpx.Client | None = None,
     ) -> None:
-        if not url.startswith(("http://", "https://")):
-            raise ValueError(f"InfluxDB url must start with http:// or https://, got {url!r}")
         if not database:
             raise ValueError("database must be a non-empty name, e.g. 'pilotwatch'")
-        self.url = url.rstrip("/")
-        self.database = database
-        headers = {"Authorization": f"Token {token}"} if token else {}
-        auth = (username, password or "") if username else None
-        self._client = client or httpx.Client(
-            base_url=self.url, timeout=timeout_s, headers=headers, auth=auth, trust_env=False
+        # The domain's one v1 HTTP client (pilotwatch.influx.InfluxV1) sends the request; this class classifies.
+        self.influx = InfluxV1(
+            url, database, username=username, password=password, token=token, timeout_s=timeout_s, client=client
         )
+        self.url = self.influx.url
+        self.database = database
 
     def write(self, lines: Sequence[str]) -> WriteResult:
-        body = "\n".join(lines).encode()
         try:
-            response = self._client.post("/write", params={"db": self.database, "precision": "ms"}, content=body)
+            response = self.influx.write_lines(lines)
         except httpx.TimeoutException as exc:
             return WriteResult(Outcome.RETRY, None, f"timeout: {exc}")
         except httpx.TransportError as exc:
@@ -131,7 +129,7 @@ class V1Writer:
         return classify_status(response.status_code, response.text, response.headers.get("Retry-After"))
 
     def close(self) -> None:
-        self._client.close()
+        self.influx.close()
 
 
 class V2Writer:
