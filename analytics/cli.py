@@ -36,11 +36,29 @@ def register(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "qc",
         help="QARTOD QC, anomaly detection and fault/event labels for a CSV file",
-        description="Run QC and detection on a logger download or an export (one column per parameter).",
+        description="Run QC and detection on a logger download or an export (one column per parameter). "
+        "'pilotwatch qc tune FILE --time-column T --labels {param}_qual --out CONFIG.yaml' instead learns a "
+        "configuration from a technician-labelled file (docs/qc.md).",
     )
-    p.add_argument("input", type=Path, metavar="INPUT.csv")
+    p.add_argument("input", type=Path, metavar="INPUT.csv", help="the file, or 'tune' followed by the labelled file")
+    p.add_argument("labelled", type=Path, nargs="?", default=None, help=argparse.SUPPRESS)
     p.add_argument("--time-column", required=True, help="name of the column holding sample times")
-    p.add_argument("--out", type=Path, required=True, metavar="OUTPUT.csv", help="where to write the results")
+    p.add_argument(
+        "--out", type=Path, required=True, metavar="OUTPUT", help="results CSV (qc) or the config YAML (qc tune)"
+    )
+    p.add_argument(
+        "--labels",
+        default=None,
+        metavar="TEMPLATE",
+        help="qc tune: label column of each parameter, e.g. '{param}_qual' (labelled: non-empty and not 0/false)",
+    )
+    p.add_argument("--folds", type=int, default=5, help="qc tune: consecutive blocks for cross-validation in time")
+    p.add_argument(
+        "--rule",
+        choices=("pyhydroqc", "point", "event", "balanced"),
+        default="pyhydroqc",
+        help="qc tune: the F1 to maximise (balanced: mean of the PyHydroQC-counted and the point-wise F1)",
+    )
     p.add_argument("--config", type=Path, default=None, help="QC config (YAML or JSON); default: derived from the data")
     p.add_argument("--save-config", type=Path, default=None, help="write the config that was used (YAML)")
     p.add_argument("--quiet", action="store_true", help="no notes and no progress bar")
@@ -122,6 +140,12 @@ def run_service(args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    if str(args.input) == "tune" and (args.labelled is not None or not args.input.is_file()):
+        return run_tune(args)
+    if args.labelled is not None:
+        raise ValueError(f"unexpected second file {args.labelled}; did you mean 'pilotwatch qc tune FILE'?")
+    if args.labels is not None:
+        raise ValueError("--labels is for 'pilotwatch qc tune'")
     err = Console(stderr=True, soft_wrap=True)
     show_progress = not args.quiet and args.input.is_file() and args.input.stat().st_size > LONG_FILE_BYTES
     with Progress(
@@ -145,6 +169,29 @@ def run(args: argparse.Namespace) -> int:
         for note in notes:
             err.print(f"[dim]note:[/] {note}", highlight=False)
         err.print(f"wrote {len(out)} rows × {len(config.parameters)} parameter(s) to {args.out}", highlight=False)
+    return 0
+
+
+def run_tune(args: argparse.Namespace) -> int:
+    """``pilotwatch qc tune INPUT.csv --time-column T --labels '{param}_qual' --out CONFIG.yaml``."""
+    from analytics.tune import tune_csv  # noqa: PLC0415  # only this command needs the tuner
+
+    if args.labelled is None:
+        raise ValueError("qc tune needs the labelled file: pilotwatch qc tune INPUT.csv --labels '{param}_qual' ...")
+    if args.labels is None:
+        raise ValueError("qc tune needs --labels, the label column of each parameter, e.g. '{param}_qual'")
+    if args.config is not None or args.save_config is not None:
+        raise ValueError("qc tune writes its config to --out; --config and --save-config are for 'pilotwatch qc'")
+    err = Console(stderr=True, soft_wrap=True)
+    config, lines = tune_csv(args.labelled, args.time_column, args.labels, folds=args.folds, rule=args.rule)
+    header = "".join(f"# {line}\n" for line in [f"pilotwatch qc tune {args.labelled.name} ({args.rule} F1)", *lines])
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    body = yaml.safe_dump(config.model_dump(mode="json", exclude_none=True), sort_keys=False)
+    args.out.write_text(header + body, encoding="utf-8")
+    if not args.quiet:
+        for line in lines:
+            err.print(f"[dim]tune:[/] {line}", highlight=False)
+        err.print(f"wrote the tuned config of {len(config.parameters)} parameter(s) to {args.out}", highlight=False)
     return 0
 
 

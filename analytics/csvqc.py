@@ -21,6 +21,7 @@ import pandas as pd
 import yaml
 from pydantic import ValidationError
 
+from analytics.detectors import SeasonalARDetector
 from analytics.labels import LABEL_NAMES, Label
 from analytics.pipeline import evaluate_site
 from pilotwatch.qc_config import QCConfig
@@ -92,6 +93,39 @@ def _resolution(x: npt.NDArray[np.float64]) -> float:
     return float(steps.min()) if steps.size else 0.0
 
 
+TARGET_EPISODES_PER_WEEK = 1.0
+"""The unsupervised defaults' false-alarm budget: the forecast detector's threshold is the lowest that raises at
+most this many anomalous episodes a week on the series itself (so on data with no anomalies, at most this)."""
+
+DEFAULT_MAX_EPISODE_S = 6 * 3600.0
+"""The defaults' forecast episodes accept a new level after 6 h: a longer open episode mostly marks readings
+after a lasting change (a recalibration, a new season) that nobody would call anomalous."""
+
+FORECAST_THRESHOLDS = (4.0, 5.0, 6.0, 8.0, 10.0, 12.0, 16.0, 24.0, 32.0, 48.0)
+"""The thresholds (residual scales) the calibration tries, lowest first; the last is used if none meets it."""
+
+
+def calibrate_forecast(
+    x: npt.NDArray[np.float64], times: npt.NDArray[np.int64], step: float, res: float
+) -> tuple[float, int, float]:
+    """The forecast detector's threshold for the false-alarm budget: (threshold, episodes, weeks of data)."""
+    weeks = max(float(times[-1] - times[0]) / 1e9 / (7 * 86_400.0), 1 / 7) if times.size > 1 else 1 / 7
+    budget = max(1, int(TARGET_EPISODES_PER_WEEK * weeks))
+    ns = np.ascontiguousarray(times).view("datetime64[ns]")
+    counts = []
+    for threshold in FORECAST_THRESHOLDS:
+        d = SeasonalARDetector(step=step, min_scale=res, threshold=threshold, max_episode=DEFAULT_MAX_EPISODE_S)
+        alarm = np.nan_to_num(d.score_many(x, ns)) >= 1.0
+        counts.append(int(np.count_nonzero(alarm[1:] & ~alarm[:-1]) + int(alarm[:1].sum())))
+    for i, threshold in enumerate(FORECAST_THRESHOLDS):
+        # within budget; or a few episodes that a higher threshold no longer reduces: departures that large are
+        # the water's (or the sensor's) real events, not the noise the budget is about
+        steady = i + 1 < len(counts) and counts[i + 1] == counts[i] and counts[i] <= 4 * budget
+        if counts[i] <= budget or steady:
+            return threshold, counts[i], weeks
+    return FORECAST_THRESHOLDS[-1], counts[-1], weeks
+
+
 def derive_parameter(
     name: str, x: npt.NDArray[np.float64], times: npt.NDArray[np.int64]
 ) -> tuple[dict[str, Any], list[str]]:
@@ -117,8 +151,11 @@ def derive_parameter(
     spike_s = max(3 * typical, 5 * res, 1e-9)
     same = np.concatenate(([False], xs[1:] == xs[:-1]))
     run_ids = np.cumsum(~same)
-    longest_typical = float(np.percentile(np.bincount(run_ids), 99.5)) if run_ids.size else 1.0
-    flat_suspect = max(12.0, 2 * longest_typical) * step
+    # a quantised series that is simply steady repeats a value for hours: the window starts at three times the
+    # longest run the series shows 999 times in 1000, and never below half a day
+    longest_typical = float(np.percentile(np.bincount(run_ids), 99.9)) if run_ids.size else 1.0
+    flat_suspect = max(43_200.0 / step, 3 * longest_typical) * step
+    threshold, episodes, weeks = calibrate_forecast(xs, ts, step, res)
     cfg = {
         "qartod": {
             "gross_range": {"fail_span": [float(f) for f in fail], "suspect_span": [float(s) for s in suspect]},
@@ -126,9 +163,12 @@ def derive_parameter(
             "flat_line": {"suspect_threshold": flat_suspect, "fail_threshold": 3 * flat_suspect, "tolerance": res / 2},
         },
         "detectors": {
-            "robust_z": {"min_scale": res},
-            "seasonal": {"min_scale": res, "grace_period": max(3, round(7 * 86_400 / step / 24))},
-            "drift": {"step": step, "min_scale": res},
+            "forecast": {
+                "step": step,
+                "min_scale": res,
+                "threshold": threshold,
+                "max_episode": DEFAULT_MAX_EPISODE_S,
+            },
         },
     }
     notes = [
@@ -138,6 +178,8 @@ def derive_parameter(
         "(3× the 99th percentile of the deviation from neighbours)",
         f"{name}: flat_line suspect {flat_suspect:.0f} s, fail {3 * flat_suspect:.0f} s, tolerance {res / 2:.3g} "
         f"(resolution {res:.3g}, step {step:.0f} s)",
+        f"{name}: forecast detector threshold {threshold:g} residual scales: {episodes} anomalous episode(s) in "
+        f"{weeks:.1f} week(s) of this data (target: at most {TARGET_EPISODES_PER_WEEK:g} a week)",
     ]
     return cfg, notes
 

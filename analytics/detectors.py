@@ -24,6 +24,7 @@ import numpy as np
 import numpy.typing as npt
 
 from analytics import _kernels as k
+from analytics import forecast as fc
 from analytics.qartod import as_times, as_values
 
 FloatArray = npt.NDArray[np.float64]
@@ -349,8 +350,106 @@ class DriftDetector(Detector):
         )
 
 
+class SeasonalARDetector(Detector):
+    """Model-based: forecast each reading from its recent past and its daily cycle; alarm on residuals beyond a
+    dynamic threshold and mark the whole episode (:mod:`analytics.forecast` has the model).
+
+    ``step`` is the nominal sampling interval and ``period`` the seasonal cycle (seconds; 0: no seasonal term);
+    ``order`` AR terms on the changes; ``memory`` the effective number of readings the fit remembers;
+    ``scale_memory`` the same for the residual scale; ``threshold`` the alarm in residual scales; ``release``
+    the fraction of the alarm distance under which an episode closes; ``max_episode`` (seconds) how long before
+    a new level is accepted; ``max_gap`` (seconds) how long missing readings are imputed. Scores are in alarm
+    units (1.0 = alarm).
+    """
+
+    name = "forecast"
+    needs_times = True
+    scores_in_alarm_units = True
+
+    def __init__(
+        self,
+        *,
+        step: float = 900.0,
+        period: float = 86_400.0,
+        order: int = 3,
+        memory: float = 2_000.0,
+        scale_memory: float = 500.0,
+        threshold: float = 6.0,
+        release: float = 0.5,
+        max_episode: float = 2 * 86_400.0,
+        max_gap: float = 3_600.0,
+        grace_period: int = 192,
+        min_scale: float = 0.0,
+    ) -> None:
+        self.step = _positive("step", step)
+        self.period = _positive("period", period, allow_zero=True)
+        self.order = _count("order", order, 1)
+        self.memory = _positive("memory", memory)
+        if self.memory < 1:
+            raise ValueError(f"memory must be at least 1 reading, got {memory!r}")
+        self.scale_memory = _positive("scale_memory", scale_memory)
+        if self.scale_memory < 1:
+            raise ValueError(f"scale_memory must be at least 1 reading, got {scale_memory!r}")
+        self.threshold = _positive("threshold", threshold)
+        self.release = _positive("release", release)
+        if self.release > 1:
+            raise ValueError(f"release must be in (0, 1], got {release!r}")
+        self.max_episode = _positive("max_episode", max_episode)
+        self.max_gap = _positive("max_gap", max_gap, allow_zero=True)
+        self.grace_period = _count("grace_period", grace_period)
+        self.min_scale = _positive("min_scale", min_scale, allow_zero=True)
+        super().__init__()
+
+    @property
+    def _lag(self) -> int:
+        return round(self.period / self.step) if self.period else 0
+
+    def params(self) -> dict[str, Any]:
+        return {
+            "step": self.step,
+            "period": self.period,
+            "order": self.order,
+            "memory": self.memory,
+            "scale_memory": self.scale_memory,
+            "threshold": self.threshold,
+            "release": self.release,
+            "max_episode": self.max_episode,
+            "max_gap": self.max_gap,
+            "grace_period": self.grace_period,
+            "min_scale": self.min_scale,
+        }
+
+    def _initial_state(self) -> dict[str, np.ndarray]:
+        return fc.initial_state(self.order, self._lag)
+
+    def _run(self, values: FloatArray, times: npt.NDArray[np.int64], out: FloatArray, mode: int) -> None:
+        s = self._state
+        fc.forecast_run(
+            round(self.step * 1e9),
+            self.order,
+            self._lag,
+            1.0 - 1.0 / self.memory,
+            1.0 / self.scale_memory,
+            self.threshold,
+            self.release,
+            max(1, round(self.max_episode / self.step)),
+            round(self.max_gap / self.step),
+            self.grace_period,
+            self.min_scale,
+            s["hist"],
+            s["ist"],
+            s["fst"],
+            s["theta"],
+            s["cov"],
+            values,
+            times,
+            out,
+            mode,
+        )
+
+
 DETECTORS: dict[str, type[Detector]] = {
-    cls.name: cls for cls in (RobustZScore, EWMAZScore, CUSUM, SeasonalBaseline, DriftDetector)
+    cls.name: cls for cls in (RobustZScore, EWMAZScore, CUSUM, SeasonalBaseline, DriftDetector, SeasonalARDetector)
 }
 """Every detector by its configuration name (the key in ``qc.detectors`` of the manifest)."""
 

@@ -24,6 +24,14 @@ Rules, in order:
 
 Parameters that are themselves in a hard fault (rule 2) do not count towards another parameter's agreement.
 Pollution alerts use only ``EVENT`` readings; device alerts use ``FAULT``.
+
+Multivariate evidence by episode (``evidence="episode"``, direction-blind labelling only): an *episode* is a run
+of a parameter's anomalous readings (gaps of up to ``agreement_window`` bridged); its *support*
+(:func:`episode_support`) is the number of parameters, itself included, anomalous anywhere from
+``agreement_window`` before its first reading to ``agreement_window`` after its last. Every reading of an
+episode with support >= ``min_agree`` is an ``EVENT`` — also its first readings, before a second parameter
+moved — and an episode alone is a ``FAULT``. The default, ``evidence="point"``, keeps the reading-by-reading
+agreement above.
 """
 
 from __future__ import annotations
@@ -111,6 +119,38 @@ def near_in_time(mask: npt.NDArray[np.bool_], times: npt.NDArray[np.int64], wind
     return np.asarray(counts[hi] - counts[lo] > 0)
 
 
+def episodes(mask: npt.NDArray[np.bool_], times: npt.NDArray[np.int64], bridge_ns: int) -> list[tuple[int, int]]:
+    """Half-open index ranges of the runs of ``mask``, joining runs less than ``bridge_ns`` apart (times sorted)."""
+    idx = np.flatnonzero(mask)
+    if idx.size == 0:
+        return []
+    breaks = np.flatnonzero(np.diff(times[idx]) > bridge_ns)
+    starts = np.concatenate(([idx[0]], idx[breaks + 1]))
+    stops = np.concatenate((idx[breaks], [idx[-1]])) + 1
+    return list(zip(starts.tolist(), stops.tolist(), strict=True))
+
+
+def episode_support(
+    anomalous: Mapping[str, npt.NDArray[np.bool_]], times: npt.NDArray[np.int64], window_s: float
+) -> dict[str, npt.NDArray[np.int64]]:
+    """Per parameter and reading: the support of the episode the reading belongs to (0 outside episodes).
+
+    Support = the number of parameters (the episode's own included) with an anomalous reading from
+    ``window_s`` before the episode's first reading to ``window_s`` after its last.
+    """
+    window_ns = round(window_s * 1e9)
+    counts = {p: np.concatenate(([0], np.cumsum(m, dtype=np.int64))) for p, m in anomalous.items()}
+    out: dict[str, npt.NDArray[np.int64]] = {}
+    for p, m in anomalous.items():
+        support = np.zeros(times.shape[0], dtype=np.int64)
+        for a, b in episodes(m, times, window_ns):
+            lo = int(np.searchsorted(times, times[a] - window_ns, side="left"))
+            hi = int(np.searchsorted(times, times[b - 1] + window_ns, side="right"))
+            support[a:b] = sum(int(c[hi] - c[lo] > 0) for c in counts.values())
+        out[p] = support
+    return out
+
+
 def label_site(
     tests: Mapping[str, Mapping[str, npt.NDArray[np.uint8]]],
     aggregate: Mapping[str, npt.NDArray[np.uint8]],
@@ -124,6 +164,7 @@ def label_site(
     kinds: Mapping[str, str] | None = None,
     signatures: Sequence[Signature] | None = None,
     baseline_window: float = BASELINE_WINDOW_S,
+    evidence: str = "point",
 ) -> dict[str, npt.NDArray[np.int8]]:
     """Label every reading of every parameter of one site (see the module docstring for the rules).
 
@@ -132,6 +173,8 @@ def label_site(
     replace direction-blind agreement by the site's known events; a parameter without a kind agrees with every
     signature in either direction.
     """
+    if evidence not in ("point", "episode"):
+        raise ValueError(f"evidence must be 'point' or 'episode', got {evidence!r}")
     if min_agree < 1:
         raise ValueError(f"min_agree must be >= 1, got {min_agree!r}")
     if agreement_window < 0:
@@ -159,7 +202,11 @@ def label_site(
         hard[param] = h
         suspicious = anomaly[param] | (agg == QartodFlag.SUSPECT) | (agg == QartodFlag.FAIL)
         soft[param] = suspicious & ~h & (agg != QartodFlag.MISSING)
-    if signatures is None:
+    support: dict[str, npt.NDArray[np.int64]] = {}
+    if signatures is None and evidence == "episode":
+        support = episode_support(soft, times, agreement_window)
+        near = {}
+    elif signatures is None:
         near = {p: near_in_time(s, times, window_ns) for p, s in soft.items()}
     else:
         if values is None or kinds is None:
@@ -181,7 +228,9 @@ def label_site(
                 coherent[p] |= m & (count >= sig.min_params)
     out: dict[str, npt.NDArray[np.int8]] = {}
     for param, agg in aggregate.items():
-        if signatures is None:
+        if signatures is None and evidence == "episode":
+            is_event = support[param] >= min_agree
+        elif signatures is None:
             agree = np.ones(n, dtype=np.int64)
             for other, nm in near.items():
                 if other != param:

@@ -21,7 +21,7 @@ import numpy.typing as npt
 
 from analytics import detectors as det
 from analytics import qartod
-from analytics.labels import LABEL_NAMES, SIGNATURES, Label, label_site
+from analytics.labels import LABEL_NAMES, SIGNATURES, Label, episode_support, label_site
 from pilotwatch.qc_config import ParameterQC, QCConfig
 from pilotwatch.schema import QartodFlag
 
@@ -36,6 +36,10 @@ class ParameterResult:
     score: F8
     anomaly: npt.NDArray[np.bool_]
     label: npt.NDArray[np.int8] = field(default_factory=lambda: np.zeros(0, dtype=np.int8))
+    support: npt.NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    """Per reading: how many parameters of the site (this one included) confirm its anomalous episode
+    (:func:`analytics.labels.episode_support`); 0 where the reading is not anomalous. One alone leans to a
+    sensor fault; several, to an event in the water."""
 
     def label_names(self) -> list[str]:
         return [LABEL_NAMES[Label(v)] for v in self.label]
@@ -168,7 +172,10 @@ def evaluate_site(
         values={p: cols[p] for p in results},
         kinds=kinds,
         signatures=SIGNATURES.get(site_kind) if site_kind is not None else None,
+        evidence=config.labels.evidence,
     )
+    anomalous = {p: r.anomaly & (r.flag != QartodFlag.MISSING) for p, r in results.items()}
+    support = episode_support(anomalous, ts_sorted, config.labels.agreement_window)
     inverse = np.empty_like(order)
     inverse[order] = np.arange(n)
     unsorted: dict[str, ParameterResult] = {}
@@ -179,5 +186,6 @@ def evaluate_site(
             score=r.score[inverse],
             anomaly=r.anomaly[inverse],
             label=labels[p][inverse],
+            support=support[p][inverse],
         )
     return SiteResult(times=ts, parameters=unsorted)

@@ -159,12 +159,29 @@ class Drift(_Strict):
     min_scale: float = Field(default=0.0, ge=0)
 
 
+class Forecast(_Strict):
+    """The model-based detector (:class:`analytics.detectors.SeasonalARDetector`); times in seconds."""
+
+    step: float = Field(default=900.0, gt=0, description="nominal sampling interval, seconds")
+    period: float = Field(default=86_400.0, ge=0, description="seasonal cycle, seconds (0: none)")
+    order: int = Field(default=3, ge=1, le=12)
+    memory: float = Field(default=2_000.0, ge=1, description="readings the refitted model remembers")
+    scale_memory: float = Field(default=500.0, ge=1, description="readings the residual scale remembers")
+    threshold: float = Field(default=6.0, gt=0, description="alarm, in residual scales")
+    release: float = Field(default=0.5, gt=0, le=1, description="an episode closes under this share of the alarm")
+    max_episode: float = Field(default=2 * 86_400.0, gt=0, description="seconds before a new level is accepted")
+    max_gap: float = Field(default=3_600.0, ge=0, description="seconds of missing readings imputed")
+    grace_period: int = Field(default=192, ge=0, description="readings learned before scoring")
+    min_scale: float = Field(default=0.0, ge=0)
+
+
 class Detectors(_Strict):
     robust_z: RobustZ | None = None
     ewma: Ewma | None = None
     cusum: Cusum | None = None
     seasonal: Seasonal | None = None
     drift: Drift | None = None
+    forecast: Forecast | None = None
 
     def configured(self) -> dict[str, BaseModel]:
         return {name: getattr(self, name) for name in type(self).model_fields if getattr(self, name) is not None}
@@ -182,6 +199,9 @@ class Labels(_Strict):
 
     agreement_window: float = Field(default=3 * 3600.0, gt=0, description="seconds either side")
     min_agree: int = Field(default=2, ge=2, description="parameters anomalous together for an event")
+    evidence: Literal["point", "episode"] = Field(
+        default="point", description="agreement reading by reading, or over whole episodes (analytics.labels)"
+    )
 
 
 class QCConfig(_Strict):
