@@ -1,4 +1,4 @@
-.PHONY: demo test lint bench setup
+.PHONY: demo test lint bench fuzz setup
 
 setup:
 	bash scripts/bootstrap.sh
@@ -17,3 +17,6 @@ lint: setup
 
 bench: setup
 	.venv/bin/python -m bench
+
+fuzz: setup
+	.venv/bin/python bench/fuzz_decoders.py

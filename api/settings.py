@@ -24,9 +24,6 @@ class ApiSettings(ServiceSettings):
     influx: InfluxConnection = InfluxConnection()
     """The API only uses InfluxDB's v1 ``/query`` endpoint (InfluxQL); a read-only token is enough."""
 
-    ingest_state_dir: Path = Path(".pilotwatch/ingest")
-    """Ingest's state folder (its ``PILOTWATCH_INGEST_STATE_DIR``), read for the delivery ledger."""
-
     alerts_state_dir: Path = Path(".pilotwatch/alerts")
     """The alert engine's state folder (its ``PILOTWATCH_ALERTS_STATE_DIR``): the API reads and updates alerts
     and silences in its SQLite store (WAL, so both can write)."""
@@ -67,7 +64,6 @@ class ApiSettings(ServiceSettings):
         return {
             "keys_file": common.home / "api-keys.yaml",
             "manifest": common.manifest,
-            "ingest_state_dir": common.home / "ingest",
             "alerts_state_dir": common.home / "alerts",
             "notify_state_db": common.home / "notify" / "notify.db",
             "influx": stack_influx(stack),

@@ -78,7 +78,7 @@ def _status(args: argparse.Namespace) -> int:
         table.add_row(*row)
     console.print(table)
     # Ingest runs beside the stack, not inside it: its line informs but does not change the exit code.
-    from ingest.cli import state_dir, status_line  # noqa: PLC0415
+    from ingest.cli import health_summary, state_dir  # noqa: PLC0415
 
-    console.print(status_line(state_dir(args)), highlight=False)
+    console.print(health_summary(state_dir(args)), highlight=False)
     return 0 if all("answers" in row[3] for row in rows) else 1

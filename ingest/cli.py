@@ -121,7 +121,7 @@ def _age(ms: int | None) -> str:
     return f"{max(0.0, time.time() - ms / 1000):.0f} s ago"
 
 
-def status_line(folder: Path) -> str:
+def health_summary(folder: Path) -> str:
     """One line for `pilotwatch stack status`: is ingest running, connected, receiving, writing."""
     workers = read_status(folder)
     if not workers:
@@ -132,6 +132,8 @@ def status_line(folder: Path) -> str:
         fresh = w.get("running") and now_ms - w.get("saved_ms", 0) < STALE_AFTER_S * 1000
         if w.get("fatal"):
             state = f"FATAL: {w['fatal'][:80]}"
+        elif w.get("running") and _stale(w, now_ms):
+            state = f"STALE: no progress since {_age(int((w.get('last_progress_at') or 0) * 1000))}"
         elif not fresh:
             state = f"not running (last status {_age(w.get('saved_ms'))})"
         elif not w.get("connected"):
@@ -155,13 +157,25 @@ def _status(args: argparse.Namespace) -> int:
     if args.json:
         console.print_json(json.dumps(workers))
     else:
-        console.print(status_line(folder), highlight=False)
+        console.print(health_summary(folder), highlight=False)
     now_ms = time.time() * 1000
     healthy = bool(workers) and all(
-        w.get("running") and not w.get("fatal") and now_ms - w.get("saved_ms", 0) < STALE_AFTER_S * 1000
+        w.get("running")
+        and not w.get("fatal")
+        and not _stale(w, now_ms)
+        and now_ms - w.get("saved_ms", 0) < STALE_AFTER_S * 1000
         for w in workers
     )
     return 0 if healthy else 1
+
+
+def _stale(worker: dict[str, Any], now_ms: float) -> bool:
+    """The health check: a thread of the worker has made no progress for its ``stale_after_s``."""
+    if worker.get("stale"):
+        return True
+    last = worker.get("last_progress_at")
+    limit = worker.get("stale_after_s")
+    return last is not None and limit is not None and now_ms / 1000 - float(last) > float(limit)
 
 
 def _when(ms: int | None) -> str:
@@ -263,13 +277,19 @@ def _dead_count(args: argparse.Namespace) -> int:
     with _store(args) as store:
         counts = store.counts_by_reason()
         pending = store.count(pending_only=True)
+        drops = store.drops()
     console = Console()
     if args.json:
-        console.print_json(json.dumps({"by_reason": counts, "total": sum(counts.values()), "pending": pending}))
+        body: dict[str, Any] = {"by_reason": counts, "total": sum(counts.values()), "pending": pending}
+        if drops:  # only once the store's bounds have dropped or cut something
+            body["dropped"] = {cause: {"entries": n, "bytes": size} for cause, (n, size) in drops.items()}
+        console.print_json(json.dumps(body))
         return 0
     for reason, n in counts.items():
         console.print(f"{reason:24} {n}", highlight=False)
     console.print(f"{'total':24} {sum(counts.values())} ({pending} not replayed)", highlight=False)
+    for cause, (n, size) in drops.items():
+        console.print(f"{'dropped: ' + cause:24} {n} entries, {size} bytes", highlight=False)
     return 0
 
 

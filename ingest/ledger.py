@@ -2,13 +2,15 @@
 
 Each ingest worker keeps a :class:`Ledger` in memory and saves it to ``<state_dir>/ledger-<worker>.json``
 (atomically) after every batch is safe and before that batch is acknowledged to anyone. A sequence number enters
-the ledger only once its readings are safe (written to InfluxDB, spooled to ingest's disk, or kept in the
-dead-letter store), so the ledger never claims what is not stored, and a crash cannot leave it missing a number
-the edge has already deleted on ingest's word.
+the ledger only once its readings are safe (written to InfluxDB or spooled to ingest's disk: ``stored``), or once
+the message was refused as a whole and kept in the dead-letter store (``refused``, kept apart: it is settled, so
+the device may forget it, but it is not stored and never raises the highest seq). The ledger never claims what is
+not kept, and a crash cannot leave it missing a number the edge has already deleted on ingest's word.
 
 :func:`read_ledger` merges the files of all workers of a state folder (with a shared subscription each worker
-sees only some of a device's messages) and needs no running ingest, so the API and ``pilotwatch ingest ledger``
-read it directly. Sequence numbers start at 0 (wire contract: ``stored_through`` is -1 before anything is stored).
+sees only some of a device's messages) and needs no running ingest, so ``pilotwatch ingest ledger`` reads it
+directly; everyone else (the API) reads its published form, the ``delivery`` measurement (:mod:`ingest.delivery`).
+Sequence numbers start at 0 (wire contract: ``stored_through`` is -1 before anything is stored).
 For each device it reports: stored, missing (not stored, at or below the highest number stored or announced by
 the device's status), recovered (arrived after a higher number had been stored, i.e. a gap that closed), what the
 device says it still buffers and its oldest unsent sample.
@@ -137,6 +139,9 @@ class DeviceRecord:
     """One device's mutable entry in a worker's ledger."""
 
     stored: SeqSet = field(default_factory=SeqSet)
+    refused: SeqSet = field(default_factory=SeqSet)
+    """Seqs of messages refused as a whole and kept as dead letters: the device may forget them, but they are not
+    stored, so they neither raise the highest seq nor count as stored or recovered."""
     recovered: int = 0
     duplicates: int = 0
     dead_lettered: int = 0
@@ -150,16 +155,26 @@ class DeviceRecord:
     status_ms: int | None = None
 
     def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {k: v for k, v in self.__dict__.items() if k != "stored"}
+        out: dict[str, Any] = {k: v for k, v in self.__dict__.items() if k not in ("stored", "refused")}
         out["stored"] = [list(r) for r in self.stored]
+        out["refused"] = [list(r) for r in self.refused]
         return out
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> DeviceRecord:
         values = dict(data)
         stored = SeqSet((int(a), int(b)) for a, b in values.pop("stored", []))
+        refused = SeqSet((int(a), int(b)) for a, b in values.pop("refused", []))
         known = {k: v for k, v in values.items() if k in cls.__dataclass_fields__}
-        return cls(stored=stored, **known)
+        return cls(stored=stored, refused=refused, **known)
+
+    def settled(self) -> SeqSet:
+        """Stored or refused: every seq the device may forget."""
+        if not self.refused.ranges:
+            return self.stored
+        out = SeqSet(self.stored)
+        out.update(self.refused)
+        return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,6 +227,20 @@ class Ledger:
         if added and below:
             rec.recovered += 1
         return added
+
+    def mark_refused(self, device: str, seq: int) -> bool:
+        """Record that message ``seq`` was refused as a whole (and dead-lettered); True if new. A seq already stored
+        stays stored: a later bad copy does not undo it."""
+        rec = self.record(device)
+        if seq in rec.stored or not rec.refused.add(seq):
+            return False
+        rec.dead_lettered += 1
+        return True
+
+    def settled_through(self, device: str) -> int:
+        """Highest n such that every seq 0..n is stored or refused: what an end-to-end ack may say."""
+        rec = self.devices.get(device)
+        return rec.settled().through(0) if rec is not None else -1
 
     def is_stored(self, device: str, seq: int) -> bool:
         rec = self.devices.get(device)
@@ -274,11 +303,15 @@ def summarize(per_device: dict[str, list[DeviceRecord]]) -> list[DeviceLedger]:
     out = []
     for device, recs in sorted(per_device.items()):
         stored = SeqSet()
+        settled = SeqSet()
         for rec in recs:
             stored.update(rec.stored)
+            settled.update(rec.refused)
+        settled.update(stored)
         device_last_seq = _latest(recs, "device_last_seq")
+        # Refused seqs fill holes (they are accounted for, as dead letters) but never raise the high-water mark.
         high = max(stored.highest, device_last_seq if device_last_seq is not None else -1)
-        gaps = stored.gaps(0, high) if high >= 0 else []
+        gaps = settled.gaps(0, high) if high >= 0 else []
         missing = sum(b - a + 1 for a, b in gaps)
 
         def _max(name: str, recs: list[DeviceRecord] = recs) -> int | None:

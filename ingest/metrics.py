@@ -42,7 +42,29 @@ class Stats:
     spool_pending_batches: int = 0
     spool_pending_bytes: int = 0
     device_last_seen: dict[str, float] = field(default_factory=dict)
+    conflict_checks_skipped: int = 0
+    """Messages stored without the conflicting-sample check because InfluxDB could not be asked."""
+    deadletters_dropped: int = 0
+    """Dead letters deleted to keep the store within its retention and size bounds."""
+    heartbeats: dict[str, float] = field(default_factory=dict)
+    """Per thread, the unix time it last went round its loop (each thread beats at least every second)."""
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def beat(self, thread: str, now: float | None = None) -> None:
+        self.heartbeats[thread] = time.time() if now is None else now
+
+    def last_progress_at(self) -> float | None:
+        """The oldest of the threads' last heartbeats: when the slowest thread last made progress."""
+        beats = list(self.heartbeats.values())
+        return min(beats) if beats else None
+
+    def stale(self, stale_after_s: float, now: float | None = None) -> bool:
+        """A thread has not gone round its loop for ``stale_after_s``: stuck, or dead."""
+        last = self.last_progress_at()
+        if last is None:
+            return False
+        now = time.time() if now is None else now
+        return now - last > stale_after_s
 
     def silent(self, silence_after_s: float, now: float | None = None) -> bool:
         """Connected but nothing arrived for ``silence_after_s`` (a broken subscription or a dead fleet)."""
@@ -52,7 +74,7 @@ class Stats:
         since = max(self.last_message_at or 0.0, self.connected_since or 0.0)
         return now - since > silence_after_s
 
-    def snapshot(self, silence_after_s: float) -> dict[str, Any]:
+    def snapshot(self, silence_after_s: float, stale_after_s: float = 60.0) -> dict[str, Any]:
         return {
             "messages": self.messages,
             "readings_received": self.readings_received,
@@ -76,17 +98,22 @@ class Stats:
             "spool_pending_batches": self.spool_pending_batches,
             "spool_pending_bytes": self.spool_pending_bytes,
             "device_last_seen": dict(self.device_last_seen),
+            "conflict_checks_skipped": self.conflict_checks_skipped,
+            "deadletters_dropped": self.deadletters_dropped,
+            "last_progress_at": self.last_progress_at(),
+            "stale": self.stale(stale_after_s),
         }
 
 
 class StatsCollector(Collector):
-    def __init__(self, stats: Stats, worker: str, silence_after_s: float) -> None:
+    def __init__(self, stats: Stats, worker: str, silence_after_s: float, stale_after_s: float = 60.0) -> None:
         self.stats = stats
         self.worker = worker
         self.silence_after_s = silence_after_s
+        self.stale_after_s = stale_after_s
 
     def collect(self) -> Iterator[Metric]:
-        s = self.stats.snapshot(self.silence_after_s)
+        s = self.stats.snapshot(self.silence_after_s, self.stale_after_s)
         w = [self.worker]
 
         def counter(name: str, doc: str, value: float) -> CounterMetricFamily:
@@ -127,6 +154,20 @@ class StatsCollector(Collector):
         yield gauge("connected", "1 while connected to the broker", 1.0 if s["connected"] else 0.0)
         yield gauge("silent", "1 while connected but receiving nothing", 1.0 if s["silent"] else 0.0)
         yield gauge("fatal", "1 after a fatal error (ingest stopped writing)", 1.0 if s["fatal"] else 0.0)
+        yield gauge(
+            "last_progress_seconds",
+            "unix time the slowest ingest thread last went round its loop (liveness)",
+            s["last_progress_at"] or 0.0,
+        )
+        yield gauge("stale", "1 while a thread has made no progress for stale_after_s", 1.0 if s["stale"] else 0.0)
+        yield counter(
+            "conflict_checks_skipped",
+            "messages stored without the conflicting-sample check (InfluxDB could not be asked)",
+            s["conflict_checks_skipped"],
+        )
+        yield counter(
+            "deadletters_dropped", "dead letters deleted by retention or the size bound", s["deadletters_dropped"]
+        )
         yield gauge("lag_seconds", "device send time to safely stored, newest batch", s["lag_s"])
         yield gauge("spool_pending_batches", "batches waiting in the disk spool", s["spool_pending_batches"])
         yield gauge("spool_pending_bytes", "bytes waiting in the disk spool", s["spool_pending_bytes"])

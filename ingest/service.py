@@ -1,33 +1,40 @@
-"""The ingest service: MQTT in, validation, dedupe, batched InfluxDB writes, spool, dead letters, acknowledgements.
+"""The ingest service: MQTT in, then three stages, each testable without MQTT, composed here.
+
+1. **Intake** (:mod:`ingest.intake`, validate and dedupe, pure): each message becomes lines, rejections, a
+   duplicate or a refusal with a reason, added to a batch.
+2. **Store** (:mod:`ingest.store`): the batch's dead letters are committed, its lines written to InfluxDB through
+   the classified writer (retry, split a rejected batch, dead-letter the refused lines) or spooled to disk.
+3. **Acknowledge** (:mod:`ingest.acknowledge`): the gap ledger is marked and saved, the MQTT messages PUBACKed,
+   each device sent its end-to-end :class:`~pilotwatch.wire.AckMessage`.
 
 Threads and hand-offs (each stage has one owner, so no state is shared without a queue):
 
-1. paho's network thread puts every received message in ``inbox`` (bounded in practice by the MQTT 5 receive
-   maximum ``max_unacked``: the broker sends no more until some are acknowledged).
-2. The consumer thread validates each message (:class:`~ingest.validate.Validator`), drops re-sends it has
-   already accepted (same device, seq and content within ``dedupe_window``), and fills a batch, closed at
-   ``batch_readings`` readings, at half the receive window, or ``batch_interval_s`` after its first message.
-3. The writer thread makes each batch safe, in order: dead letters are committed to SQLite, lines are written to
-   InfluxDB (retry with backoff and Retry-After on 429/5xx/timeouts; 400s are split to find the bad lines, which
-   are dead-lettered while the good ones land; 401/403 stop ingest with a fatal status) or, after
-   ``spool_after_s`` of failures, appended to the disk spool, which is drained in order once InfluxDB answers.
-   Only then does it mark the gap ledger, PUBACK the MQTT messages (manual acknowledgement) and publish each
-   device's end-to-end :class:`~pilotwatch.wire.AckMessage`.
+- paho's network thread puts every received message in ``inbox`` (bounded in practice by the MQTT 5 receive
+  maximum ``max_unacked``: the broker sends no more until some are acknowledged);
+- the consumer thread runs the intake stage and closes a batch at ``batch_readings`` readings, at half the receive
+  window, or ``batch_interval_s`` after its first message;
+- the writer thread runs store and acknowledge for each batch, drains the spool, saves the ledger and status file,
+  and publishes the ledger as ``delivery`` points (:mod:`ingest.delivery`).
 
 A message is acknowledged to the broker only when its readings are safe, so a crash at any point leaves it with
 the broker (persistent session) or the edge (which keeps readings until the end-to-end ack covers them).
+
+Nothing dies silently: each thread beats a heartbeat every time round its loop (``/metrics`` and ``ingest
+status`` show the time of the slowest one's last beat; the status is ``stale`` past ``stale_after_s``), and a
+thread that ends with an exception sets a fatal status, which stops the service; :meth:`IngestService.run_forever`
+then returns 3, so ``pilotwatch ingest run`` exits non-zero and its supervisor restarts it.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import queue
 import signal
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,33 +45,31 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 from prometheus_client import CollectorRegistry, start_http_server
 
+from ingest.acknowledge import Acknowledger
+from ingest.conflicts import InfluxSamples, SampleGuard
 from ingest.deadletter import DeadLetterStore
-from ingest.ledger import Ledger, compress
+from ingest.delivery import DeliveryPublisher
+from ingest.intake import AckToken, Batch, Intake
+from ingest.ledger import Ledger
 from ingest.metrics import Stats, StatsCollector
-from ingest.settings import IngestSettings
-from ingest.spool import Spool, SpoolFullError
-from ingest.validate import Rejection, Validator, ids_from_payload
-from ingest.writers import Outcome, Writer, WriteResult
+from ingest.settings import ConflictCheck, IngestSettings
+from ingest.spool import Spool
+from ingest.store import Store
+from ingest.validate import Validator
+from pilotwatch.influx_writer import FatalWriteError, RetryPolicy, Writer
 from pilotwatch.manifest import Manifest, load_manifest
-from pilotwatch.wire import (
-    STATUS_SUBSCRIPTION,
-    AckMessage,
-    Channel,
-    Reason,
-    StatusMessage,
-    WireError,
-    ack_topic,
-    parse_topic,
-)
+from pilotwatch.wire import STATUS_SUBSCRIPTION
 
 WriterFactory = Callable[[IngestSettings], Writer]
 MqttFactory = Callable[[IngestSettings], mqtt.Client]
 
+log = logging.getLogger(__name__)
+
 ACK_INFLIGHT = 100  # end-to-end acks in flight to the broker at once; more wait in paho's queue
+CONSUMER = "consume"
+WRITER = "write"
 
-
-class FatalWriteError(RuntimeError):
-    """InfluxDB refused in a way no retry can fix (401/403/404); ingest stops and says why."""
+__all__ = ["FatalWriteError", "IngestService", "default_mqtt_factory"]
 
 
 def default_mqtt_factory(settings: IngestSettings) -> mqtt.Client:
@@ -80,23 +85,11 @@ def default_mqtt_factory(settings: IngestSettings) -> mqtt.Client:
     return client
 
 
-@dataclass
-class _Batch:
-    opened_at: float = 0.0
-    lines: list[str] = field(default_factory=list)
-    readings: int = 0
-    statuses: list[StatusMessage] = field(default_factory=list)
-    rejections: list[Rejection] = field(default_factory=list)
-    acks: list[tuple[int, int]] = field(default_factory=list)  # (connection generation, mid)
-    stored: list[tuple[str, int]] = field(default_factory=list)  # (device, seq) whose readings are in this batch
-    dead: list[tuple[str, int]] = field(default_factory=list)  # (device, seq) kept as dead letters
-    duplicates: list[tuple[str, int]] = field(default_factory=list)  # re-sends: ack again once this batch is safe
-    newest_sent_ms: int = 0
-    seen: dict[str, tuple[int, int, int]] = field(default_factory=dict)  # device -> (received, sent, newest sample)
-
-    @property
-    def messages(self) -> int:
-        return len(self.acks)
+def _sample_lookup(settings: IngestSettings) -> InfluxSamples:
+    """The InfluxQL reader of the conflicting-sample check (same server and database as the writer); a short
+    timeout, because it runs on the consumer thread."""
+    connection = settings.influx.model_copy(update={"timeout_s": min(settings.influx.timeout_s, 5.0)})
+    return InfluxSamples(connection.client())
 
 
 class IngestService:
@@ -123,18 +116,21 @@ class IngestService:
         self.state_dir = settings.state_dir
         self.worker = settings.client_id
         self._inbox: queue.SimpleQueue[tuple[int, mqtt.MQTTMessage]] = queue.SimpleQueue()
-        self._outbox: queue.Queue[_Batch | None] = queue.Queue(maxsize=2)
+        self._outbox: queue.Queue[Batch | None] = queue.Queue(maxsize=2)
         self._stopping = threading.Event()
         self._stopped = threading.Event()
         self._gen = 0
         self._connected = threading.Event()
-        self._seen: dict[str, dict[int, int]] = {}  # consumer-owned: device -> seq -> content digest
         self._threads: list[threading.Thread] = []
         self._client: mqtt.Client | None = None
         self._writer: Writer | None = None
         self._dead: DeadLetterStore | None = None
-        self._spool: Spool | None = None
+        self._lookup: InfluxSamples | None = None
         self.ledger: Ledger | None = None
+        self.intake: Intake | None = None
+        self.store: Store | None = None
+        self.acknowledger: Acknowledger | None = None
+        self.delivery: DeliveryPublisher | None = None
         self._metrics_server: Any = None
         self.metrics_port: int | None = None
         self._started_ms = 0
@@ -160,27 +156,57 @@ class IngestService:
     def start(self) -> None:
         if self._threads:
             raise RuntimeError("this ingest service was already started")
+        settings = self.settings
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self._started_ms = int(self._clock() * 1000)
-        self._dead = DeadLetterStore(self.deadletter_path)
-        self._spool = Spool(self.spool_dir, self.settings.spool_max_bytes)
-        self.ledger = Ledger(self.ledger_path, self.worker)
-        self._writer = self._writer_factory(self.settings)
-        if self.settings.metrics_port is not None:
+        self._dead = DeadLetterStore(
+            self.deadletter_path,
+            payload_bytes=settings.deadletter_payload_bytes,
+            max_bytes=settings.deadletter_max_bytes,
+            retention_days=settings.deadletter_retention_days,
+            timeout_s=settings.deadletter_timeout_s,
+        )
+        spool = Spool(self.spool_dir, settings.spool_max_bytes)
+        self.ledger = ledger = Ledger(self.ledger_path, self.worker)
+        self._writer = writer = self._writer_factory(settings)
+        guard = None
+        if settings.conflict_check is ConflictCheck.ON:
+            self._lookup = _sample_lookup(settings)
+            guard = SampleGuard(self._lookup, per_device=settings.conflict_cache)
+        highest = {device: rec.stored.highest for device, rec in ledger.devices.items() if rec.stored.highest >= 0}
+        self.intake = Intake(
+            self.validator, self.stats, dedupe_window=settings.dedupe_window, guard=guard, highest_seq=highest
+        )
+        policy = RetryPolicy(settings.retry_initial_s, settings.retry_max_s, settings.spool_after_s)
+        self.store = Store(
+            writer,
+            self._dead,
+            spool,
+            self.stats,
+            policy,
+            stopping=self._stopping.is_set,
+            beat=lambda: self.stats.beat(WRITER),
+        )
+        self.acknowledger = Acknowledger(
+            ledger, self.stats, puback=self._puback, publish=self._publish, clock_ms=lambda: int(self._clock() * 1000)
+        )
+        placement = {d: (spec.city, spec.site) for d, spec in self.validator.devices.items()}
+        self.delivery = DeliveryPublisher(self.state_dir, placement, writer)
+        if settings.metrics_port is not None:
             registry = CollectorRegistry(auto_describe=False)
-            registry.register(StatsCollector(self.stats, self.worker, self.settings.silence_after_s))
-            server, _thread = start_http_server(
-                self.settings.metrics_port, addr=self.settings.metrics_host, registry=registry
-            )
+            registry.register(StatsCollector(self.stats, self.worker, settings.silence_after_s, settings.stale_after_s))
+            server, _thread = start_http_server(settings.metrics_port, addr=settings.metrics_host, registry=registry)
             self._metrics_server = server
             self.metrics_port = int(server.server_port)
         self._threads = [
-            threading.Thread(target=self._consume, name=f"ingest-consume-{self.worker}", daemon=True),
-            threading.Thread(target=self._write_loop, name=f"ingest-write-{self.worker}", daemon=True),
+            threading.Thread(target=self._guarded(CONSUMER, self._consume), name=f"ingest-{CONSUMER}-{self.worker}"),
+            threading.Thread(target=self._guarded(WRITER, self._write_loop), name=f"ingest-{WRITER}-{self.worker}"),
         ]
         for thread in self._threads:
+            thread.daemon = True
+            self.stats.beat(thread.name.split("-")[1])
             thread.start()
-        client = self._mqtt_factory(self.settings)
+        client = self._mqtt_factory(settings)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
@@ -188,18 +214,33 @@ class IngestService:
         client.max_inflight_messages_set(ACK_INFLIGHT)
         client.reconnect_delay_set(1, 5)
         props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-        props.SessionExpiryInterval = self.settings.session_expiry_s
-        props.ReceiveMaximum = self.settings.max_unacked
+        props.SessionExpiryInterval = settings.session_expiry_s
+        props.ReceiveMaximum = settings.max_unacked
         # clean_start=False: resume this worker's session, with what the broker queued while it was away.
         client.connect_async(
-            self.settings.mqtt.host,
-            self.settings.mqtt.port,
-            keepalive=self.settings.mqtt.keepalive_s,
+            settings.mqtt.host,
+            settings.mqtt.port,
+            keepalive=settings.mqtt.keepalive_s,
             clean_start=False,
             properties=props,
         )
         client.loop_start()
         self._client = client
+
+    def _guarded(self, name: str, target: Callable[[], None]) -> Callable[[], None]:
+        """Run a thread's loop; if it ends with an exception, say so as a fatal status and stop the service."""
+
+        def run() -> None:
+            try:
+                target()
+            except BaseException as exc:
+                # Not swallowed: the fatal status stops the service, and run_forever exits non-zero.
+                log.exception("ingest thread %r stopped", name)
+                if self.stats.fatal is None:
+                    self.stats.fatal = f"ingest thread '{name}' stopped: {type(exc).__name__}: {str(exc)[:300]}"
+                self._stopping.set()
+
+        return run
 
     def wait_connected(self, timeout_s: float = 10.0) -> None:
         """Block until connected and subscribed (the broker acknowledged both subscriptions)."""
@@ -209,7 +250,7 @@ class IngestService:
             )
 
     def stop(self, timeout_s: float = 30.0) -> None:
-        """Flush what is batched, make it safe, acknowledge it, save the ledger, disconnect (session kept)."""
+        """Flush what is batched, make it safe, acknowledge it, save and publish the ledger, disconnect."""
         if self._stopped.is_set():
             return
         self._stopping.set()
@@ -222,18 +263,22 @@ class IngestService:
             client.loop_stop()
         if self.ledger is not None:
             self.ledger.save()
+        if self.delivery is not None and self.stats.fatal is None:
+            self.delivery.publish(int(self._clock() * 1000), everything=True)
         self._write_status()
         if self._metrics_server is not None:
             self._metrics_server.shutdown()
             self._metrics_server.server_close()
         if self._writer is not None:
             self._writer.close()
+        if self._lookup is not None:
+            self._lookup.close()
         if self._dead is not None:
             self._dead.close()
         self._stopped.set()
 
     def run_forever(self) -> int:
-        """Run until SIGTERM/SIGINT or a fatal write error; the exit code says which (0 or 3)."""
+        """Run until SIGTERM/SIGINT or a fatal error; the exit code says which (0, or 3 after a fatal error)."""
         stop = threading.Event()
 
         def _signal(_signum: int, _frame: object) -> None:
@@ -244,6 +289,10 @@ class IngestService:
             self.start()
             while not stop.wait(0.5):
                 if self.stats.fatal is not None:
+                    break
+                dead = [t.name for t in self._threads if not t.is_alive()]
+                if dead:
+                    self.stats.fatal = f"ingest thread(s) {dead} ended unexpectedly"
                     break
         finally:
             self.stop()
@@ -283,137 +332,102 @@ class IngestService:
     def _on_message(self, _c: mqtt.Client, _u: object, message: mqtt.MQTTMessage) -> None:
         self._inbox.put((self._gen, message))
 
-    # -- consumer thread ------------------------------------------------------------------------------------
+    def _puback(self, token: AckToken) -> None:
+        message_gen, mid = token
+        client = self._client
+        # A message from an earlier connection is redelivered by the broker; its old id may be reused.
+        if client is not None and message_gen == self._gen:
+            client.ack(mid, 1)
+
+    def _publish(self, topic: str, payload: bytes) -> None:
+        client = self._client
+        if client is not None:
+            client.publish(topic, payload, qos=1)
+
+    # -- consumer thread: intake ----------------------------------------------------------------------------
     def _consume(self) -> None:
         settings = self.settings
+        intake = self.intake
+        assert intake is not None
+        stats = self.stats
         flush_messages = max(1, settings.max_unacked // 2)
-        batch = _Batch()
+        batch = Batch()
         try:
             while not self._stopping.is_set():
-                wait = settings.batch_interval_s
+                stats.beat(CONSUMER)
+                wait = min(settings.batch_interval_s, 0.5)
                 if batch.acks:
                     wait = max(0.0, batch.opened_at + settings.batch_interval_s - time.monotonic())
                 try:
-                    gen, message = self._inbox.get(timeout=max(wait, 0.001))
+                    gen, message = self._inbox.get(timeout=max(min(wait, 0.5), 0.001))
                 except queue.Empty:
                     pass
                 else:
                     if not batch.acks:
                         batch.opened_at = time.monotonic()
-                    self._handle(gen, message, batch)
+                    now = self._clock()
+                    stats.last_message_at = now
+                    intake.take(_topic_of(message), bytes(message.payload), (gen, message.mid), batch, int(now * 1000))
                 if batch.acks and (
                     batch.readings >= settings.batch_readings
                     or batch.messages >= flush_messages
                     or time.monotonic() - batch.opened_at >= settings.batch_interval_s
                 ):
                     self._hand_over(batch)
-                    batch = _Batch()
+                    batch = Batch()
             if batch.acks:
                 self._hand_over(batch)
         finally:
             self._hand_over(None)
 
-    def _hand_over(self, batch: _Batch | None) -> None:
+    def _hand_over(self, batch: Batch | None) -> None:
         while True:
             try:
                 self._outbox.put(batch, timeout=0.5)
                 return
             except queue.Full:
+                self.stats.beat(CONSUMER)
                 if self.stats.fatal is not None:
                     return
 
-    def _handle(self, gen: int, message: mqtt.MQTTMessage, batch: _Batch) -> None:
-        now = self._clock()
-        now_ms = int(now * 1000)
-        stats = self.stats
-        stats.messages += 1
-        stats.last_message_at = now
-        batch.acks.append((gen, message.mid))
-        topic = message.topic
-        payload = bytes(message.payload)
-        if topic.endswith("/status"):
-            if payload:
-                self._handle_status(topic, payload, batch)
-            # An empty retained payload is how a status is cleared at the broker; there is nothing to store.
-            return
-        try:
-            checked = self.validator.check_readings(topic, payload, now_ms)
-        except WireError as exc:
-            device, seq = ids_from_payload(topic, payload)
-            batch.rejections.append(Rejection("message", topic, payload, exc.reason, exc.detail, device, seq))
-            stats.messages_rejected[exc.reason.value] += 1
-            if device is not None and seq is not None and device in self.validator.devices:
-                batch.dead.append((device, seq))
-            return
-        device, seq = checked.device, checked.seq
-        stats.device_last_seen[device] = now
-        seen = self._seen.get(device)
-        if seen is None:
-            seen = self._seen[device] = {}
-        previous = seen.get(seq)
-        if previous is not None:
-            if previous == checked.digest:
-                stats.duplicates += 1
-                batch.duplicates.append((device, seq))
-            else:
-                detail = f"seq {seq} of {device} was already accepted with different content; kept here"
-                batch.rejections.append(Rejection("message", topic, payload, Reason.DUPLICATE, detail, device, seq))
-                stats.messages_rejected[Reason.DUPLICATE.value] += 1
-                batch.duplicates.append((device, seq))
-            return
-        seen[seq] = checked.digest
-        if len(seen) > self.settings.dedupe_window:
-            del seen[next(iter(seen))]
-        for rejection in checked.rejections:
-            stats.readings_rejected[rejection.reason.value] += 1
-        batch.rejections.extend(checked.rejections)
-        batch.lines.extend(checked.lines)
-        batch.readings += len(checked.lines)
-        stats.readings_received += len(checked.lines)
-        batch.stored.append((device, seq))
-        batch.newest_sent_ms = max(batch.newest_sent_ms, checked.sent_ms)
-        batch.seen[device] = (now_ms, checked.sent_ms, checked.newest_t_ms)
-
-    def _handle_status(self, topic: str, payload: bytes, batch: _Batch) -> None:
-        try:
-            status, status_line = self.validator.check_status(topic, payload)
-        except WireError as exc:
-            device, _seq = ids_from_payload(topic, payload)
-            batch.rejections.append(Rejection("status", topic, payload, exc.reason, exc.detail, device, None))
-            self.stats.messages_rejected[exc.reason.value] += 1
-            return
-        batch.lines.append(status_line)
-        batch.statuses.append(status)
-
-    # -- writer thread --------------------------------------------------------------------------------------
+    # -- writer thread: store and acknowledge ---------------------------------------------------------------
     def _write_loop(self) -> None:
+        store, acknowledger = self.store, self.acknowledger
+        assert store is not None
+        assert acknowledger is not None
+        settings = self.settings
         next_state = 0.0
         next_drain = 0.0
-        backoff = self.settings.retry_initial_s
+        next_delivery = time.monotonic() + settings.delivery_interval_s
+        backoff = settings.retry_initial_s
         done = False
         try:
             while not done:
+                self.stats.beat(WRITER)
                 try:
                     batch = self._outbox.get(timeout=0.05)
                 except queue.Empty:
-                    batch = _Batch()  # nothing new: a chance to drain the spool and save state
+                    batch = Batch()  # nothing new: a chance to drain the spool and save state
                 else:
                     if batch is None:
                         done = True
-                        batch = _Batch()
+                        batch = Batch()
                 if batch.acks:
-                    self._make_safe(batch)
-                assert self._spool is not None
+                    store.make_safe(batch)
+                    acknowledger.settle(batch)
                 now = time.monotonic()
-                if not self._spool.empty and now >= next_drain:
-                    if self._drain_one():
-                        backoff = self.settings.retry_initial_s
+                if not store.spool.empty and now >= next_drain:
+                    if store.drain_one():
+                        backoff = settings.retry_initial_s
                     else:
                         next_drain = now + backoff
-                        backoff = min(backoff * 2, self.settings.retry_max_s)
+                        backoff = min(backoff * 2, settings.retry_max_s)
                 if now >= next_state:
                     self._save_state()
-                    next_state = now + self.settings.state_interval_s
+                    next_state = now + settings.state_interval_s
+                if now >= next_delivery and self.delivery is not None:
+                    self.delivery.publish(int(self._clock() * 1000))
+                    next_delivery = now + settings.delivery_interval_s
         except FatalWriteError as exc:
             self.stats.fatal = str(exc)
             self._stopping.set()
@@ -426,139 +440,16 @@ class IngestService:
         finally:
             self._save_state()
 
-    def _make_safe(self, batch: _Batch) -> None:
-        assert self._dead is not None
-        assert self._spool is not None
-        assert self.ledger is not None
-        stats = self.stats
-        self._dead.add(batch.rejections)
-        if batch.lines:
-            self._store(batch.lines, batch.readings)
-        stats.statuses_written += len(batch.statuses)
-        ledger = self.ledger
-        touched: dict[str, list[int]] = {}
-        for device, seq in batch.stored:
-            ledger.mark_stored(device, seq)
-            touched.setdefault(device, []).append(seq)
-        for device, seq in batch.dead:
-            if ledger.mark_stored(device, seq):
-                ledger.record(device).dead_lettered += 1
-            touched.setdefault(device, []).append(seq)
-        for device, seq in batch.duplicates:
-            ledger.record(device).duplicates += 1
-            touched.setdefault(device, []).append(seq)
-        for device, (received_ms, sent_ms, newest) in batch.seen.items():
-            rec = ledger.record(device)
-            rec.last_seen_ms = received_ms
-            rec.last_sent_ms = sent_ms
-            rec.newest_sample_ms = max(rec.newest_sample_ms or 0, newest)
-        for status in batch.statuses:
-            rec = ledger.record(status.device)
-            if rec.status_ms is None or status.t_ms >= rec.status_ms:
-                rec.status_ms = status.t_ms
-                rec.device_state = status.state.value
-                rec.device_buffered = status.buffer_depth
-                rec.device_oldest_unsent_ms = status.oldest_unsent_ms
-                rec.device_last_seq = status.last_seq
-        # Saved before anything is acknowledged: once the edge deletes a message on our word, the ledger must
-        # already know it is stored, or a crash here would leave a "missing" number that nobody will re-send.
-        ledger.save()
-        client = self._client
-        gen = self._gen
-        if client is not None:
-            for message_gen, mid in batch.acks:
-                # A message from an earlier connection is redelivered by the broker; its old id may be reused.
-                if message_gen == gen:
-                    client.ack(mid, 1)
-            now_ms = int(self._clock() * 1000)
-            for device, seqs in touched.items():
-                through = ledger.stored_through(device)
-                ranges = tuple((max(a, through + 1), b) for a, b in compress(seqs) if b > through)
-                ack = AckMessage(device=device, stored_through=through, ranges=ranges, t_ms=now_ms)
-                client.publish(ack_topic(device), ack.encode(), qos=1)
-                stats.acks_published += 1
-        if batch.newest_sent_ms:
-            stats.lag_s = max(0.0, self._clock() - batch.newest_sent_ms / 1000)
-
-    def _store(self, lines: list[str], readings: int) -> None:
-        """Write to InfluxDB or, failing that for ``spool_after_s``, to the spool. Returns once safe."""
-        assert self._spool is not None
-        stats = self.stats
-        spool = self._spool
-        if spool.empty:
-            deadline = time.monotonic() + self.settings.spool_after_s
-            delay = self.settings.retry_initial_s
-            while True:
-                result = self._write_split(lines)
-                if result.outcome is Outcome.OK:
-                    stats.write_batches += 1
-                    stats.readings_written += readings
-                    return
-                stats.write_retries += 1
-                if time.monotonic() >= deadline or self._stopping.is_set():
-                    break
-                wait = result.retry_after_s if result.retry_after_s is not None else delay
-                time.sleep(min(wait, self.settings.retry_max_s, max(0.0, deadline - time.monotonic()) + 0.01))
-                delay = min(delay * 2, self.settings.retry_max_s)
-        # InfluxDB is away (or older batches wait in the spool, which must drain first to keep order).
-        while True:
-            try:
-                spool.append(lines)
-            except SpoolFullError:
-                # Back-pressure: nothing is acknowledged until there is room, so nothing is dropped.
-                if not self._drain_one():
-                    time.sleep(self.settings.retry_initial_s)
-                continue
-            stats.readings_spooled += readings
-            stats.spool_pending_batches = spool.pending_batches
-            stats.spool_pending_bytes = spool.pending_bytes
-            return
-
-    def _drain_one(self) -> bool:
-        """Write the oldest spooled batch; True if it went in (or the spool was empty)."""
-        assert self._spool is not None
-        lines = self._spool.peek()
-        if lines is None:
-            return True
-        result = self._write_split(lines)
-        if result.outcome is not Outcome.OK:
-            self.stats.write_retries += 1
-            return False
-        self._spool.commit()
-        self.stats.readings_drained += len(lines)
-        self.stats.readings_written += len(lines)
-        self.stats.spool_pending_batches = self._spool.pending_batches
-        self.stats.spool_pending_bytes = self._spool.pending_bytes
-        return True
-
-    def _write_split(self, lines: list[str]) -> WriteResult:
-        """Write; on a 400 split the batch until the refused lines are found, dead-letter those, keep the rest."""
-        assert self._writer is not None
-        assert self._dead is not None
-        result = self._writer.write(lines)
-        if result.outcome is Outcome.FATAL:
-            raise FatalWriteError(f"{self._writer.name} writer: {result.detail}")
-        if result.outcome is not Outcome.REJECT:
-            return result
-        if len(lines) == 1:
-            self._dead.add([_line_rejection(lines[0], result)])
-            self.stats.write_rejected_lines += 1
-            self.stats.readings_rejected[Reason.WRITE_REJECTED.value] += 1
-            return WriteResult(Outcome.OK, result.status)
-        middle = len(lines) // 2
-        first = self._write_split(lines[:middle])
-        if first.outcome is not Outcome.OK:
-            return first
-        return self._write_split(lines[middle:])
-
     # -- state ----------------------------------------------------------------------------------------------
     def _save_state(self) -> None:
         if self.ledger is not None:
             self.ledger.save()
+        if self._dead is not None:
+            self.stats.deadletters_dropped = self._dead.dropped_total
         self._write_status()
 
     def _write_status(self) -> None:
-        snapshot = self.stats.snapshot(self.settings.silence_after_s)
+        snapshot = self.status()
         snapshot.update(
             {
                 "worker": self.worker,
@@ -569,6 +460,7 @@ class IngestService:
                 "mqtt": f"{self.settings.mqtt.host}:{self.settings.mqtt.port}",
                 "influx": f"{self.settings.influx.api.value} {self.settings.influx.url}",
                 "metrics_port": self.metrics_port,
+                "stale_after_s": self.settings.stale_after_s,
             }
         )
         try:
@@ -581,25 +473,13 @@ class IngestService:
             return
 
     def status(self) -> dict[str, Any]:
-        return self.stats.snapshot(self.settings.silence_after_s)
+        return self.stats.snapshot(self.settings.silence_after_s, self.settings.stale_after_s)
 
 
-def _line_rejection(text: str, result: WriteResult) -> Rejection:
-    device = None
-    for part in text.split(" ", 1)[0].split(","):
-        if part.startswith("device="):
-            device = part[len("device=") :]
-    seq = None
-    marker = ",seq="
-    if marker in text:
-        digits = text.split(marker, 1)[1].split("i", 1)[0]
-        seq = int(digits) if digits.isdigit() else None
-    topic = ""
-    if device is not None:
-        try:
-            parse_topic(f"pilotwatch/v1/devices/{device}/{Channel.READINGS.value}")
-            topic = f"pilotwatch/v1/devices/{device}/{Channel.READINGS.value}"
-        except WireError:
-            topic = ""
-    detail = f"InfluxDB answered {result.status}: {result.detail[:300]}"
-    return Rejection("line", topic, text.encode(), Reason.WRITE_REJECTED, detail, device, seq)
+def _topic_of(message: mqtt.MQTTMessage) -> str:
+    """The topic as text; a topic that is not UTF-8 (the broker should refuse it) is kept escaped, not fatal."""
+    try:
+        return message.topic
+    except UnicodeDecodeError:
+        raw: bytes = message._topic  # paho keeps the raw bytes only there
+        return raw.decode("utf-8", "backslashreplace")

@@ -5,6 +5,7 @@ no network."""
 
 from __future__ import annotations
 
+import enum
 import re
 from pathlib import Path
 from typing import Any, Self
@@ -27,6 +28,11 @@ from pilotwatch.settings import (
 _GROUP_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 # MQTT packet ids are 16 bit; holding more unacknowledged messages than this cannot be tracked by anyone.
 MQTT_PACKET_ID_SPACE = 65_535
+
+
+class ConflictCheck(enum.StrEnum):
+    ON = "on"
+    OFF = "off"  # trusted sources only: a reading that re-uses a stored sample time then overwrites it silently
 
 
 class IngestSettings(ServiceSettings):
@@ -61,6 +67,19 @@ class IngestSettings(ServiceSettings):
     """A sample time more than this after the message's own send time means the device clock jumped."""
     dedupe_window: int = Field(default=200_000, ge=0)
     """Sequence numbers per device remembered (with a content digest) to drop re-sends without a write."""
+    conflict_check: ConflictCheck = ConflictCheck.ON
+    """Refuse a reading that would overwrite a stored (device, sensor, time) with another value."""
+    conflict_cache: int = Field(default=100_000, ge=1, le=10_000_000)
+    """Recent samples remembered per device, so the conflict check needs no query for a stream moving forward."""
+
+    # -- dead letters ---------------------------------------------------------------------------------------
+    deadletter_payload_bytes: int = Field(default=4096, ge=64, le=1024 * 1024)
+    """Payload bytes kept per dead letter; beyond, only a SHA-256 of the whole payload and its size are kept."""
+    deadletter_max_bytes: int = Field(default=256 * 1024**2, ge=1024 * 1024)
+    """Bound on what the dead-letter store keeps; the oldest entries are dropped (and counted) past it."""
+    deadletter_retention_days: float = Field(default=90.0, gt=0)
+    deadletter_timeout_s: float = Field(default=30.0, gt=0, le=600)
+    """How long a write waits for the dead-letter database when another process holds its lock."""
 
     # -- health ---------------------------------------------------------------------------------------------
     state_dir: Path = Path(".pilotwatch/ingest")
@@ -70,6 +89,10 @@ class IngestSettings(ServiceSettings):
     silence_after_s: float = Field(default=300.0, gt=0)
     """Connected but no message for this long: the status says 'silent'."""
     state_interval_s: float = Field(default=1.0, gt=0, le=60)
+    stale_after_s: float = Field(default=60.0, gt=0)
+    """A thread that has not gone round its loop for this long makes the status 'stale' and the health check fail."""
+    delivery_interval_s: float = Field(default=10.0, gt=0, le=3600)
+    """How often the gap ledger is published to InfluxDB as ``delivery`` points (and once more at shutdown)."""
     manifest: Path | None = None
 
     @model_validator(mode="after")

@@ -60,6 +60,8 @@ class CheckedReadings:
     digest: int
     newest_t_ms: int
     rejections: list[Rejection] = field(default_factory=list)
+    samples: list[tuple[str, int, float, int | None]] = field(default_factory=list)
+    """(sensor, sample time, value, flag) of each line, in the same order: what the conflicting-sample check needs."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,6 +158,7 @@ class Validator:
         sent = message.sent_ms
         rejected: list[tuple[int, Any, Reason, str]] = [(r.index, r.raw, r.reason, r.detail) for r in decoded.rejected]
         lines: list[str] = []
+        samples: list[tuple[str, int, float, int | None]] = []
         future_limit = now_ms + self.max_future_ms
         jump_limit = sent + self.clock_jump_ms
         commissioned = spec.commissioned_ms
@@ -185,6 +188,7 @@ class Validator:
                 # schema.StoredReading.to_line's bytes, spelled out: a call per reading would cost a fifth of the
                 # hot path. tests/ingest/test_parts.py holds the two equal.
                 lines.append(f"{sensor.prefix} value={value!r},unit={sensor.unit_field},seq={seq}i{flag} {t}")
+                samples.append((reading.sensor, t, value, reading.flag))
                 newest = max(newest, t)
                 continue
             problem = self._problem(
@@ -212,7 +216,7 @@ class Validator:
             for index, raw, reason, detail in sorted(rejected, key=lambda r: r[0])
         ]
         digest = hash((tuple(lines), tuple((r.index, r.reason) for r in rejections)))
-        return CheckedReadings(message.device, seq, sent, lines, digest, newest, rejections)
+        return CheckedReadings(message.device, seq, sent, lines, digest, newest, rejections, samples)
 
     @staticmethod
     def _problem(  # noqa: PLR0911 - one return per rule, in the order the rules are applied
@@ -256,10 +260,10 @@ class Validator:
         prefix = self._status_prefix.get(status.device)
         if prefix is None:
             raise WireError(Reason.UNKNOWN_DEVICE, f"device {status.device!r} is not in the pilot manifest")
-        return status, status_line(prefix, status)
+        return status, device_status_line(prefix, status)
 
 
-def status_line(prefix: str, status: StatusMessage) -> str:
+def device_status_line(prefix: str, status: StatusMessage) -> str:
     """The ``device_status`` line of a status message, ``prefix`` being the device's precomputed tag prefix."""
     fields = {name: getattr(status, name) for name in DEVICE_STATUS_FIELDS}
     fields["state"] = status.state.value

@@ -1,177 +1,32 @@
-"""InfluxDB writers behind one narrow interface: ``write(lines) -> WriteResult``.
+"""Ingest's InfluxDB writers: the classified writer of :mod:`pilotwatch.influx_writer`, re-exported under the names
+ingest has always used (its settings build one with :meth:`ingest.settings.IngestSettings.make_writer`)."""
 
-Two implementations, chosen by settings:
+from pilotwatch.influx_writer import (
+    OK,
+    FatalWriteError,
+    Outcome,
+    RetryPolicy,
+    V1Writer,
+    V2Writer,
+    Writer,
+    WriteResult,
+    classify_status,
+    parse_retry_after,
+    write_split,
+    write_with_retry,
+)
 
-- :class:`V1Writer` posts line protocol to ``/write?db=...&precision=ms`` (InfluxDB 1.x; also served by 2.x's v1
-  compatibility API and by InfluxDB 3).
-- :class:`V2Writer` writes through ``influxdb-client``'s synchronous v2 write API with token, org and bucket, as a
-  city deployment on InfluxDB 2.x/3.x runs it.
-
-Every outcome is sorted into one of four kinds (the telegraf model): ``OK``; ``RETRY`` (429, 5xx, timeouts,
-refused connections; ``retry_after_s`` carries the server's Retry-After when it sent one); ``REJECT`` (400/413/422:
-the batch holds lines the server will never take; the caller splits it to find them); ``FATAL`` (401/403 or a
-misconfiguration: retrying cannot help, a person must act). Writers never retry on their own: the service owns
-retry, backoff and spooling, so every decision is made in one place and counted.
-"""
-
-from __future__ import annotations
-
-import email.utils
-import enum
-import time
-from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any, Protocol
-
-import httpx
-
-
-class Outcome(enum.StrEnum):
-    OK = "ok"
-    RETRY = "retry"
-    REJECT = "reject"
-    FATAL = "fatal"
-
-
-@dataclass(frozen=True, slots=True)
-class WriteResult:
-    outcome: Outcome
-    status: int | None = None
-    detail: str = ""
-    retry_after_s: float | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.outcome is Outcome.OK
-
-
-OK = WriteResult(Outcome.OK, 204)
-
-
-class Writer(Protocol):
-    """What the service needs from a database: write a batch of line-protocol lines, say how it went."""
-
-    name: str
-
-    def write(self, lines: Sequence[str]) -> WriteResult: ...
-
-    def close(self) -> None: ...
-
-
-def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
-    """Seconds to wait from a Retry-After header (delta-seconds or an HTTP date); None when absent or unreadable."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - (time.time() if now is None else now))
-
-
-def classify_status(status: int, body: str, retry_after: str | None) -> WriteResult:
-    """Map an HTTP answer of a write endpoint to an outcome. Shared by both writers so they cannot disagree."""
-    detail = body.strip()[:500]
-    if 200 <= status < 300:
-        return OK
-    if status in (401, 403):
-        return WriteResult(Outcome.FATAL, status, f"InfluxDB refused the credentials ({status}): {detail}")
-    if status == 404:
-        # Unknown database or bucket: nothing a retry can fix, and writing elsewhere would hide the data.
-        return WriteResult(Outcome.FATAL, status, f"InfluxDB has no such database/bucket (404): {detail}")
-    if status in (400, 413, 422):
-        return WriteResult(Outcome.REJECT, status, detail)
-    if status == 429 or status >= 500:
-        return WriteResult(Outcome.RETRY, status, detail, parse_retry_after(retry_after))
-    return WriteResult(Outcome.FATAL, status, f"unexpected answer {status} from InfluxDB: {detail}")
-
-
-class V1Writer:
-    """``POST /write`` of InfluxDB 1.x (and the v1 compatibility API of 2.x/3.x)."""
-
-    name = "v1"
-
-    def __init__(
-        self,
-        url: str,
-        database: str,
-        *,
-        username: str | None = None,
-        password: str | None = None,
-        token: str | None = None,
-        timeout_s: float = 10.0,
-        client: httpx.Client | None = None,
-    ) -> None:
-        if not url.startswith(("http://", "https://")):
-            raise ValueError(f"InfluxDB url must start with http:// or https://, got {url!r}")
-        if not database:
-            raise ValueError("database must be a non-empty name, e.g. 'pilotwatch'")
-        self.url = url.rstrip("/")
-        self.database = database
-        headers = {"Authorization": f"Token {token}"} if token else {}
-        auth = (username, password or "") if username else None
-        self._client = client or httpx.Client(
-            base_url=self.url, timeout=timeout_s, headers=headers, auth=auth, trust_env=False
-        )
-
-    def write(self, lines: Sequence[str]) -> WriteResult:
-        body = "\n".join(lines).encode()
-        try:
-            response = self._client.post("/write", params={"db": self.database, "precision": "ms"}, content=body)
-        except httpx.TimeoutException as exc:
-            return WriteResult(Outcome.RETRY, None, f"timeout: {exc}")
-        except httpx.TransportError as exc:
-            return WriteResult(Outcome.RETRY, None, f"cannot reach InfluxDB at {self.url}: {exc}")
-        return classify_status(response.status_code, response.text, response.headers.get("Retry-After"))
-
-    def close(self) -> None:
-        self._client.close()
-
-
-class V2Writer:
-    """influxdb-client's synchronous v2 write API (``/api/v2/write`` with token, org and bucket)."""
-
-    name = "v2"
-
-    def __init__(self, url: str, token: str, org: str, bucket: str, *, timeout_s: float = 10.0) -> None:
-        if not url.startswith(("http://", "https://")):
-            raise ValueError(f"InfluxDB url must start with http:// or https://, got {url!r}")
-        for label, value in (("token", token), ("org", org), ("bucket", bucket)):
-            if not value:
-                raise ValueError(f"the v2 write API needs a non-empty {label}")
-        # Imported here so the v1 path does not pay for the client's import time.
-        from influxdb_client.client.influxdb_client import InfluxDBClient  # noqa: PLC0415
-        from influxdb_client.client.write_api import SYNCHRONOUS  # noqa: PLC0415
-
-        self.url = url.rstrip("/")
-        self.bucket = bucket
-        self.org = org
-        # retries=False: the service owns retry and backoff; a hidden retry loop here would stall the pipeline.
-        self._client: Any = InfluxDBClient(
-            url=self.url, token=token, org=org, timeout=int(timeout_s * 1000), retries=False
-        )
-        self._api: Any = self._client.write_api(write_options=SYNCHRONOUS)
-
-    def write(self, lines: Sequence[str]) -> WriteResult:
-        import urllib3  # noqa: PLC0415
-        from influxdb_client.domain.write_precision import WritePrecision  # noqa: PLC0415
-        from influxdb_client.rest import ApiException  # noqa: PLC0415
-
-        try:
-            self._api.write(
-                bucket=self.bucket, org=self.org, record="\n".join(lines), write_precision=WritePrecision.MS
-            )
-        except ApiException as exc:
-            body = exc.body.decode(errors="replace") if isinstance(exc.body, bytes) else str(exc.body or exc.reason)
-            headers: Any = exc.headers or {}
-            return classify_status(int(exc.status or 0), body, headers.get("Retry-After"))
-        except (urllib3.exceptions.HTTPError, OSError) as exc:
-            return WriteResult(Outcome.RETRY, None, f"cannot reach InfluxDB at {self.url}: {exc}")
-        return OK
-
-    def close(self) -> None:
-        self._api.close()
-        self._client.close()
+__all__ = [
+    "OK",
+    "FatalWriteError",
+    "Outcome",
+    "RetryPolicy",
+    "V1Writer",
+    "V2Writer",
+    "WriteResult",
+    "Writer",
+    "classify_status",
+    "parse_retry_after",
+    "write_split",
+    "write_with_retry",
+]

@@ -3,7 +3,8 @@
 The schema (measurements, tags, field types, line protocol) is :mod:`pilotwatch.schema`.
 
 Queries are InfluxQL on ``/query``, served alike by InfluxDB 1.x, 2.x (v1 compatibility API with a DBRP
-mapping) and 3.x. Writes use ``/write`` (all three) or the v2 API via influxdb-client (see ``ingest.writers``).
+mapping) and 3.x. Writes use ``/write`` (all three) or the v2 API via influxdb-client; the classified writers
+(outcomes, retry, split) are :mod:`pilotwatch.influx_writer`.
 """
 
 from __future__ import annotations
@@ -48,7 +49,10 @@ class InfluxV1:
         self.database = database
         headers = {"Authorization": f"Token {token}"} if token else {}
         auth = (username, password or "") if username else None
-        self._client = client or httpx.Client(base_url=self.url, timeout=timeout_s, headers=headers, auth=auth)
+        # trust_env=False: InfluxDB is reached directly; a proxy from the environment must not reroute the data.
+        self._client = client or httpx.Client(
+            base_url=self.url, timeout=timeout_s, headers=headers, auth=auth, trust_env=False
+        )
 
     def close(self) -> None:
         self._client.close()

@@ -43,6 +43,7 @@ class Measurement(enum.StrEnum):
     READING = "reading"
     DEVICE_STATUS = "device_status"
     QC = "qc"
+    DELIVERY = "delivery"
     ALERT = "alert"
 
 
@@ -112,6 +113,28 @@ SCHEMA: Final[Mapping[Measurement, MeasurementSpec]] = {
             "label": FieldType.STRING,
         },
         "the analytics core's verdict on one reading: aggregate and per-test QARTOD flags, detector, label",
+    ),
+    Measurement.DELIVERY: MeasurementSpec(
+        Measurement.DELIVERY,
+        DEVICE_TAGS,
+        {
+            "stored": FieldType.INTEGER,
+            "stored_through": FieldType.INTEGER,
+            "highest_stored": FieldType.INTEGER,
+            "missing": FieldType.INTEGER,
+            "gaps": FieldType.STRING,
+            "recovered": FieldType.INTEGER,
+            "duplicates": FieldType.INTEGER,
+            "dead_lettered": FieldType.INTEGER,
+            "buffered_on_device": FieldType.INTEGER,
+            "oldest_unsent_ms": FieldType.INTEGER,
+            "device_last_seq": FieldType.INTEGER,
+            "device_state": FieldType.STRING,
+            "last_seen_ms": FieldType.INTEGER,
+            "newest_sample_ms": FieldType.INTEGER,
+        },
+        "ingest's gap ledger of one device as published (merged over the workers of a state folder): the newest"
+        " point is the current state; gaps is a JSON list of the first missing [first, last] seq ranges",
     ),
     Measurement.ALERT: MeasurementSpec(
         Measurement.ALERT,

@@ -80,6 +80,8 @@ class Reason(enum.StrEnum):
     FUTURE_TIMESTAMP = "future_timestamp"
     BEFORE_COMMISSIONING = "before_commissioning"
     DUPLICATE = "duplicate"
+    CONFLICTING_SAMPLE = "conflicting_sample"  # a new seq re-uses a stored (device, sensor, time) with another value
+    PROCESSING_FAILED = "processing_failed"  # ingest could not process it (a fault of ingest, kept for a person)
     WRITE_REJECTED = "write_rejected"
 
 
@@ -124,21 +126,21 @@ def parse_topic(topic: str) -> tuple[str, Channel]:
         raise WireError(Reason.BAD_TOPIC, f"topic is {len(topic)} characters, limit {MAX_TOPIC_LENGTH}")
     prefix = f"{TOPIC_ROOT}/devices/"
     if not topic.startswith(prefix):
-        raise WireError(Reason.BAD_TOPIC, f"topic {topic!r} is not under {prefix!r}")
+        raise WireError(Reason.BAD_TOPIC, f"topic {_short(topic)} is not under {_short(prefix)}")
     parts = topic[len(prefix) :].split("/")
     if len(parts) != 2:
-        raise WireError(Reason.BAD_TOPIC, f"topic {topic!r} must be {prefix}<device>/<channel>")
+        raise WireError(Reason.BAD_TOPIC, f"topic {_short(topic)} must be {prefix}<device>/<channel>")
     device_id, channel_name = parts
     if not DEVICE_ID_PATTERN.match(device_id):
         raise WireError(
             Reason.BAD_DEVICE_ID,
-            f"device id {device_id!r} in topic does not match {DEVICE_ID_PATTERN.pattern}",
+            f"device id {_short(device_id)} in topic does not match {DEVICE_ID_PATTERN.pattern}",
         )
     try:
         channel = Channel(channel_name)
     except ValueError:
         expected = ", ".join(c.value for c in Channel)
-        raise WireError(Reason.BAD_TOPIC, f"channel {channel_name!r} is not one of {expected}") from None
+        raise WireError(Reason.BAD_TOPIC, f"channel {_short(channel_name)} is not one of {expected}") from None
     return device_id, channel
 
 
@@ -195,7 +197,9 @@ class ReadingsMessage:
         for reading in self.readings:
             # msgspec would write NaN as null; a reading that is not a number must never leave the device as one.
             if not math.isfinite(reading.value):
-                raise WireError(Reason.NON_FINITE, f"sensor {reading.sensor!r} value {reading.value} is not finite")
+                raise WireError(
+                    Reason.NON_FINITE, f"sensor {_short(reading.sensor)} value {reading.value} is not finite"
+                )
         wire = _WireReadings(
             v=WIRE_VERSION, device=self.device, seq=self.seq, sent=self.sent_ms, readings=list(self.readings)
         )
@@ -235,7 +239,8 @@ def _load_object(payload: bytes) -> dict[str, Any]:
         obj = json.loads(payload, parse_constant=_refuse_constant)
     except WireError:
         raise
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+    except (ValueError, RecursionError) as exc:
+        # ValueError covers JSONDecodeError, bad UTF-8, and an integer past Python's 4,300-digit conversion limit.
         raise WireError(Reason.BAD_JSON, str(exc)[:200]) from None
     if not isinstance(obj, dict):
         raise WireError(Reason.NOT_AN_OBJECT, f"payload is a JSON {type(obj).__name__}, expected an object")
@@ -246,27 +251,48 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def _short(value: Any) -> str:
+    """``repr`` of a received value cut to 40 characters: an integer of 10,000 digits must not fill a detail."""
+    text = repr(value) if not _is_int(value) or abs(value) < 10**30 else f"an integer of {len(str(abs(value)))} digits"
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _finite_float(value: Any, name: str) -> float:
+    """A JSON number as a finite float; an integer too long for a float is refused, not an OverflowError."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise WireError(Reason.BAD_TYPE, f"{name} must be a finite number, got {_short(value)}")
+    try:
+        number = float(value)
+    except OverflowError:
+        raise WireError(Reason.NON_FINITE, f"{name} {_short(value)} does not fit a float") from None
+    if not math.isfinite(number):
+        raise WireError(Reason.NON_FINITE, f"{name} {number} is not finite")
+    return number
+
+
 def _check_common(obj: dict[str, Any], topic_device: str, keys: frozenset[str], required: tuple[str, ...]) -> None:
     unknown = set(obj) - keys
     if unknown:
-        raise WireError(Reason.UNKNOWN_FIELD, f"unknown field(s) {sorted(unknown)}; allowed {sorted(keys)}")
+        raise WireError(Reason.UNKNOWN_FIELD, f"unknown field(s) {_short(sorted(unknown))}; allowed {sorted(keys)}")
     for name in required:
         if name not in obj:
-            raise WireError(Reason.MISSING_FIELD, f"field {name!r} is required")
+            raise WireError(Reason.MISSING_FIELD, f"field {_short(name)} is required")
     if obj["v"] != WIRE_VERSION or not _is_int(obj["v"]):
-        raise WireError(Reason.BAD_VERSION, f"v={obj['v']!r}, this ingest speaks v{WIRE_VERSION}")
+        raise WireError(Reason.BAD_VERSION, f"v={_short(obj['v'])}, this ingest speaks v{WIRE_VERSION}")
     device = obj["device"]
     if not isinstance(device, str) or not DEVICE_ID_PATTERN.match(device):
-        raise WireError(Reason.BAD_DEVICE_ID, f"device {device!r} does not match {DEVICE_ID_PATTERN.pattern}")
+        raise WireError(Reason.BAD_DEVICE_ID, f"device {_short(device)} does not match {DEVICE_ID_PATTERN.pattern}")
     if device != topic_device:
-        raise WireError(Reason.TOPIC_MISMATCH, f"payload device {device!r} published on topic of {topic_device!r}")
+        raise WireError(
+            Reason.TOPIC_MISMATCH, f"payload device {_short(device)} published on topic of {_short(topic_device)}"
+        )
 
 
 def _check_time(value: Any, name: str) -> int:
     if not _is_int(value):
         raise WireError(Reason.BAD_TYPE, f"{name} must be an integer (epoch ms), got {type(value).__name__}")
     if not MIN_TIME_MS <= value <= MAX_TIME_MS:
-        raise WireError(Reason.BAD_TIMESTAMP, f"{name}={value} is outside 2000-01-01..2100-01-01 in epoch ms")
+        raise WireError(Reason.BAD_TIMESTAMP, f"{name}={_short(value)} is outside 2000-01-01..2100-01-01 in epoch ms")
     return int(value)
 
 
@@ -275,17 +301,17 @@ def _decode_reading(item: Any) -> Reading:
         raise WireError(Reason.BAD_TYPE, f"reading is a JSON {type(item).__name__}, expected an object")
     unknown = set(item) - _READING_KEYS
     if unknown:
-        raise WireError(Reason.UNKNOWN_FIELD, f"unknown reading field(s) {sorted(unknown)}")
+        raise WireError(Reason.UNKNOWN_FIELD, f"unknown reading field(s) {_short(sorted(unknown))}")
     for name in _READING_REQUIRED:
         if name not in item:
-            raise WireError(Reason.MISSING_FIELD, f"reading field {name!r} is required")
+            raise WireError(Reason.MISSING_FIELD, f"reading field {_short(name)} is required")
     t_ms = _check_time(item["t"], "t")
     sensor = item["sensor"]
     if not isinstance(sensor, str) or not SENSOR_ID_PATTERN.match(sensor):
-        raise WireError(Reason.BAD_SENSOR_ID, f"sensor {sensor!r} does not match {SENSOR_ID_PATTERN.pattern}")
+        raise WireError(Reason.BAD_SENSOR_ID, f"sensor {_short(sensor)} does not match {SENSOR_ID_PATTERN.pattern}")
     param = item["param"]
     if not isinstance(param, str) or not SENSOR_ID_PATTERN.match(param):
-        raise WireError(Reason.BAD_TYPE, f"param {param!r} must be a lowercase identifier")
+        raise WireError(Reason.BAD_TYPE, f"param {_short(param)} must be a lowercase identifier")
     value = item["value"]
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise WireError(Reason.BAD_TYPE, f"value must be a number, got {type(value).__name__} {str(value)[:40]!r}")
@@ -297,10 +323,12 @@ def _decode_reading(item: Any) -> Reading:
         raise WireError(Reason.NON_FINITE, f"value {value} is not finite")
     unit = item["unit"]
     if not isinstance(unit, str) or not 0 < len(unit) <= MAX_UNIT_LENGTH:
-        raise WireError(Reason.BAD_UNIT, f"unit must be a string of 1..{MAX_UNIT_LENGTH} characters, got {unit!r}")
+        raise WireError(
+            Reason.BAD_UNIT, f"unit must be a string of 1..{MAX_UNIT_LENGTH} characters, got {_short(unit)}"
+        )
     flag = item.get("flag")
     if flag is not None and (not _is_int(flag) or flag not in QARTOD_FLAG_VALUES):
-        raise WireError(Reason.BAD_TYPE, f"flag {flag!r} is not a QARTOD flag {sorted(QARTOD_FLAG_VALUES)}")
+        raise WireError(Reason.BAD_TYPE, f"flag {_short(flag)} is not a QARTOD flag {sorted(QARTOD_FLAG_VALUES)}")
     return Reading(
         t_ms=t_ms, sensor=sensor, param=param, value=value, unit=unit, flag=None if flag is None else QartodFlag(flag)
     )
@@ -325,7 +353,9 @@ def decode_readings(topic: str, payload: bytes) -> DecodedReadings:
     if wire is None:
         return _decode_readings_explaining(topic_device, payload)
     if wire.device != topic_device:
-        raise WireError(Reason.TOPIC_MISMATCH, f"payload device {wire.device!r} published on topic of {topic_device!r}")
+        raise WireError(
+            Reason.TOPIC_MISMATCH, f"payload device {_short(wire.device)} published on topic of {_short(topic_device)}"
+        )
     message = ReadingsMessage(device=topic_device, seq=wire.seq, sent_ms=wire.sent, readings=tuple(wire.readings))
     return DecodedReadings(message=message)
 
@@ -348,7 +378,7 @@ def _decode_readings_explaining(topic_device: str, payload: bytes) -> DecodedRea
     _check_common(obj, topic_device, _MESSAGE_KEYS, ("v", "device", "seq", "sent", "readings"))
     seq = obj["seq"]
     if not _is_int(seq) or not 0 <= seq <= MAX_SEQ:
-        raise WireError(Reason.BAD_SEQUENCE, f"seq must be a non-negative 64-bit integer, got {seq!r}")
+        raise WireError(Reason.BAD_SEQUENCE, f"seq must be a non-negative 64-bit integer, got {_short(seq)}")
     sent_ms = _check_time(obj["sent"], "sent")
     items = obj["readings"]
     if not isinstance(items, list):
@@ -436,30 +466,30 @@ _STATUS_KEYS = frozenset(
 )
 
 
+_DEVICE_STATES = frozenset(s.value for s in DeviceState)
+
+
 def decode_status(topic: str, payload: bytes) -> StatusMessage:
     topic_device, channel = parse_topic(topic)
     if channel is not Channel.STATUS:
         raise WireError(Reason.BAD_TOPIC, f"expected a {Channel.STATUS.value} topic, got {channel.value}")
     obj = _load_object(payload)
     _check_common(obj, topic_device, _STATUS_KEYS, ("v", "device", "state", "t"))
-    try:
-        state = DeviceState(obj["state"])
-    except ValueError:
-        raise WireError(
-            Reason.BAD_TYPE, f"state {obj['state']!r} is not one of {[s.value for s in DeviceState]}"
-        ) from None
+    raw_state = obj["state"]
+    if not isinstance(raw_state, str) or raw_state not in _DEVICE_STATES:
+        raise WireError(Reason.BAD_TYPE, f"state {_short(raw_state)} is not one of {sorted(_DEVICE_STATES)}")
+    state = DeviceState(raw_state)
     values: dict[str, Any] = {}
     for wire_name, attr in StatusMessage._OPTIONAL_NUMBERS:
         value = obj.get(wire_name)
         if value is not None:
-            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-                raise WireError(Reason.BAD_TYPE, f"{wire_name} must be a finite number, got {value!r}")
-            values[attr] = float(value)
+            values[attr] = _finite_float(value, wire_name)
     for wire_name, attr in StatusMessage._OPTIONAL_INTS:
         value = obj.get(wire_name)
         if value is not None:
-            if not _is_int(value) or value < 0:
-                raise WireError(Reason.BAD_TYPE, f"{wire_name} must be a non-negative integer, got {value!r}")
+            # Bounded like a seq: a number InfluxDB's int64 field cannot hold would be refused at write time.
+            if not _is_int(value) or not 0 <= value <= MAX_SEQ:
+                raise WireError(Reason.BAD_TYPE, f"{wire_name} must be an integer in 0..{MAX_SEQ}, got {_short(value)}")
             values[attr] = int(value)
     sensors = obj.get("sensors", {})
     if not isinstance(sensors, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in sensors.items()):
@@ -508,12 +538,22 @@ def decode_ack(topic: str, payload: bytes) -> AckMessage:
     obj = _load_object(payload)
     _check_common(obj, topic_device, _ACK_KEYS, ("v", "device", "stored_through", "t"))
     through = obj["stored_through"]
-    if not _is_int(through) or through < -1:
-        raise WireError(Reason.BAD_SEQUENCE, f"stored_through must be an integer >= -1, got {through!r}")
+    if not _is_int(through) or not -1 <= through <= MAX_SEQ:
+        raise WireError(
+            Reason.BAD_SEQUENCE, f"stored_through must be an integer in -1..{MAX_SEQ}, got {_short(through)}"
+        )
+    raw_ranges = obj.get("ranges", [])
+    if not isinstance(raw_ranges, list):
+        raise WireError(Reason.BAD_TYPE, f"ranges must be a list of [first, last] pairs, got {_short(raw_ranges)}")
     ranges: list[tuple[int, int]] = []
-    for pair in obj.get("ranges", []):
-        if not (isinstance(pair, list) and len(pair) == 2 and all(_is_int(x) for x in pair) and pair[0] <= pair[1]):
-            raise WireError(Reason.BAD_TYPE, f"range {pair!r} must be [first, last] with first <= last")
+    for pair in raw_ranges:
+        if not (
+            isinstance(pair, list)
+            and len(pair) == 2
+            and all(_is_int(x) and 0 <= x <= MAX_SEQ for x in pair)
+            and pair[0] <= pair[1]
+        ):
+            raise WireError(Reason.BAD_TYPE, f"range {_short(pair)} must be [first, last] with 0 <= first <= last")
         ranges.append((int(pair[0]), int(pair[1])))
     return AckMessage(
         device=topic_device,

@@ -1,19 +1,21 @@
 """``GET /devices/{device_id}/health``: the latest ``device_status`` point and the last reading stored.
-``GET /devices/{device_id}/delivery``: the device's gap ledger, read from ingest's state folder."""
+``GET /devices/{device_id}/delivery``: the device's gap ledger, as ingest publishes it in InfluxDB (the newest
+``delivery`` point of :mod:`pilotwatch.schema`; docs/wire-format.md, "Storage"). The API opens no file of ingest."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
-from fastapi import APIRouter, HTTPException, status
+from fastapi import APIRouter
 
-from api.deps import ScopedDevice, SettingsDep, StoreDep, from_ms
-from api.errors import READS, error_responses, log
+from api.deps import ScopedDevice, StoreDep, from_ms
+from api.errors import READS, error_responses
 from api.models import DeliveryPublic, DeviceHealthPublic
-from ingest.ledger import read_ledger
+from pilotwatch.influx import quote_ident, quote_literal
+from pilotwatch.schema import Measurement
 
 router = APIRouter(prefix="/devices", tags=["devices"])
-LEDGER_UNREADABLE = "ingest's delivery ledger cannot be read; the server log names the file"
 
 
 def _float(row: dict[str, Any] | None, name: str) -> float | None:
@@ -53,18 +55,21 @@ def device_health(store: StoreDep, scoped: ScopedDevice) -> DeviceHealthPublic:
     )
 
 
-@router.get("/{device_id}/delivery", response_model=DeliveryPublic, responses=error_responses(403, 404))
-def device_delivery(settings: SettingsDep, scoped: ScopedDevice) -> DeliveryPublic:
+def _latest_delivery(store: StoreDep, device_id: str) -> dict[str, Any] | None:
+    q = (
+        f"SELECT * FROM {quote_ident(Measurement.DELIVERY.value)} WHERE device = {quote_literal(device_id)}"  # noqa: S608
+        " ORDER BY time DESC LIMIT 1"
+    )
+    rows = store.influx.query(q, epoch="ms")
+    return rows[0] if rows else None
+
+
+@router.get("/{device_id}/delivery", response_model=DeliveryPublic, responses=error_responses(*READS))
+def device_delivery(store: StoreDep, scoped: ScopedDevice) -> DeliveryPublic:
     device_id = scoped.device.id
-    try:
-        ledgers = read_ledger(settings.ingest_state_dir)
-    except (ValueError, KeyError, TypeError, AttributeError) as exc:
-        # A damaged or foreign file in ingest's folder: say so in one sentence, keep the path for the log.
-        log.error("cannot read ingest's ledger in %s: %s", settings.ingest_state_dir, exc)
-        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, detail=LEDGER_UNREADABLE) from None
-    ledger = next((entry for entry in ledgers if entry.device == device_id), None)
+    row = _latest_delivery(store, device_id)
     placement = {"device": device_id, "city": scoped.city.id, "site": scoped.site.id}
-    if ledger is None:
+    if row is None:
         return DeliveryPublic(
             **placement,
             seen=False,
@@ -80,18 +85,21 @@ def device_delivery(settings: SettingsDep, scoped: ScopedDevice) -> DeliveryPubl
             device_last_seq=None,
             last_seen=None,
         )
+    through = _int(row, "stored_through")
+    oldest_unsent_ms = _int(row, "oldest_unsent_ms")
+    last_seen_ms = _int(row, "last_seen_ms")
     return DeliveryPublic(
         **placement,
         seen=True,
-        stored=ledger.stored,
-        stored_through=ledger.stored_through,
-        missing=ledger.missing,
-        gaps=list(ledger.gaps),
-        recovered=ledger.recovered,
-        duplicates=ledger.duplicates,
-        dead_lettered=ledger.dead_lettered,
-        buffered_on_device=ledger.buffered_on_device,
-        oldest_unsent=from_ms(ledger.oldest_unsent_ms) if ledger.oldest_unsent_ms is not None else None,
-        device_last_seq=ledger.device_last_seq,
-        last_seen=from_ms(ledger.last_seen_ms) if ledger.last_seen_ms is not None else None,
+        stored=_int(row, "stored") or 0,
+        stored_through=-1 if through is None else through,
+        missing=_int(row, "missing") or 0,
+        gaps=[(int(a), int(b)) for a, b in json.loads(str(row.get("gaps") or "[]"))],
+        recovered=_int(row, "recovered") or 0,
+        duplicates=_int(row, "duplicates") or 0,
+        dead_lettered=_int(row, "dead_lettered") or 0,
+        buffered_on_device=_int(row, "buffered_on_device"),
+        oldest_unsent=from_ms(oldest_unsent_ms) if oldest_unsent_ms is not None else None,
+        device_last_seq=_int(row, "device_last_seq"),
+        last_seen=from_ms(last_seen_ms) if last_seen_ms is not None else None,
     )

@@ -113,7 +113,6 @@ def settings(influx: InfluxV1, keys_file: Path, tmp_path: Path) -> ApiSettings:
     return ApiSettings(
         influx={"url": influx.url, "database": influx.database},
         keys_file=keys_file,
-        ingest_state_dir=tmp_path / "ingest",
         alerts_state_dir=tmp_path / "alerts",
     )
 

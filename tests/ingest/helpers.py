@@ -1,6 +1,8 @@
 """Test publishers and helpers for ingest tests: wire-format messages from the manifest's sensors, and a
-publisher that behaves like the edge (keeps every message until ingest's end-to-end ack covers it, re-sends
-what is not covered after a timeout, oldest first, in bounded chunks, with a bounded in-flight window)."""
+publisher of hand-made messages that keeps and re-sends like the edge (every message until ingest's end-to-end ack
+covers it by :meth:`pilotwatch.wire.AckMessage.covers`, the rule the edge agent uses; re-sends what is not covered
+after a timeout, oldest first, in bounded chunks, with a bounded in-flight window). Tests that need the edge's own
+sampling and disk buffer run the real :class:`edge.agent.EdgeAgent` (tests/ingest/fleet.py)."""
 
 from __future__ import annotations
 
@@ -108,8 +110,9 @@ def expected(messages: list[ReadingsMessage]) -> dict[tuple[str, int], float]:
 
 
 @dataclass
-class EdgeLike:
-    """Publishes like the edge: keep until acked end to end, re-send the unacknowledged, bounded windows."""
+class ResendingPublisher:
+    """Publishes given messages like the edge does: keep each until an end-to-end ack covers it
+    (:meth:`pilotwatch.wire.AckMessage.covers`, the one delivery rule), re-send the rest, bounded windows."""
 
     host: str
     port: int
@@ -145,7 +148,7 @@ class EdgeLike:
         client.connect(self.host, self.port)
         client.loop_start()
         self._client = client
-        assert self._subscribed.wait(10), "edge-like publisher could not subscribe to its ack topic"
+        assert self._subscribed.wait(10), "the publisher could not subscribe to its ack topic"
 
     def close(self) -> None:
         if self._client is not None:
@@ -161,18 +164,10 @@ class EdgeLike:
         ack: AckMessage = decode_ack(msg.topic, bytes(msg.payload))
         with self._lock:
             self.acks += 1
-            for seq in [s for s in self.buffer if s <= ack.stored_through]:
+            # The protocol's one delivery rule (the edge agent and its buffer forget by the same method).
+            for seq in [s for s in self.buffer if ack.covers(s)]:
                 del self.buffer[seq]
                 self.sent_at.pop(seq, None)
-            for first, last in ack.ranges:
-                if last - first < len(self.buffer):
-                    for seq in range(first, last + 1):
-                        if self.buffer.pop(seq, None) is not None:
-                            self.sent_at.pop(seq, None)
-                else:
-                    for seq in [s for s in self.buffer if first <= s <= last]:
-                        del self.buffer[seq]
-                        self.sent_at.pop(seq, None)
 
     def _send(self, seq: int, payload: bytes) -> None:
         assert self._client is not None

@@ -4,7 +4,7 @@ With the project's edge agents (a simulated fleet of 15 devices, one reading per
 ingest behind Mosquitto's default queue bound, ingest stopped while the fleet publishes more than 70,000
 messages (with the shipped queue bound, and with none), and one agent's backlog of more than 100,000 readings
 replayed (also as that many single-reading messages: more than 65,535 from one client).
-With :class:`tests.ingest.helpers.EdgeLike` (a publisher that keeps and re-sends like the edge, for a single
+With :class:`tests.ingest.helpers.ResendingPublisher` (keeps and re-sends like the edge, for a single
 device's 150,000 readings): kill -9 of ingest under load and InfluxDB down for two minutes.
 
 In each, what lands in InfluxDB is compared value for value with what was sampled, and the gap ledger must show
@@ -46,7 +46,15 @@ from tests.ingest.fleet import (
     sampled_fleet,
     shipped_broker_conf,
 )
-from tests.ingest.helpers import DEVICE, EdgeLike, expected, make_message, readings_in_db, recent_t0, wait_until
+from tests.ingest.helpers import (
+    DEVICE,
+    ResendingPublisher,
+    expected,
+    make_message,
+    readings_in_db,
+    recent_t0,
+    wait_until,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -103,7 +111,7 @@ def test_kill_9_of_ingest_under_load_loses_and_duplicates_nothing(
     state = tmp_path / "ingest"
     influx = InfluxV1(private_stack.config.influx_url, private_stack.config.database)
     messages = [make_message(manifest, seq, 10, recent_t0()) for seq in range(15_000)]
-    edge = EdgeLike(private_stack.config.host, private_stack.config.mqtt_port, resend_after_s=4.0)
+    edge = ResendingPublisher(private_stack.config.host, private_stack.config.mqtt_port, resend_after_s=4.0)
     for m in messages:
         edge.add(m)
     proc = _ingest_process(private_stack, state)
@@ -146,7 +154,7 @@ def test_influxdb_down_for_two_minutes_under_load_loses_nothing(
     service.start()
     service.wait_connected()
     influx = InfluxV1(private_stack.config.influx_url, private_stack.config.database)
-    edge = EdgeLike(private_stack.config.host, private_stack.config.mqtt_port, resend_after_s=10.0)
+    edge = ResendingPublisher(private_stack.config.host, private_stack.config.mqtt_port, resend_after_s=10.0)
     edge.connect()
     sent: list[ReadingsMessage] = []
     stop = threading.Event()

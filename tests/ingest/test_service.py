@@ -35,7 +35,7 @@ from pilotwatch.wire import (
 )
 from tests.ingest.helpers import (
     DEVICE,
-    EdgeLike,
+    ResendingPublisher,
     close_client,
     expected,
     make_message,
@@ -161,7 +161,7 @@ def test_resend_is_acked_again_and_never_duplicated(
     start_ingest: Callable[..., IngestService], influx: InfluxV1, stack: LocalStack, manifest: Manifest
 ) -> None:
     service = start_ingest()
-    edge = EdgeLike(stack.config.host, stack.config.mqtt_port)
+    edge = ResendingPublisher(stack.config.host, stack.config.mqtt_port)
     messages = [make_message(manifest, seq, 5, recent_t0()) for seq in range(20)]
     edge.connect()
     try:
@@ -340,7 +340,7 @@ def test_two_workers_on_a_shared_subscription_store_each_reading_once(
 ) -> None:
     first = start_ingest()
     second = start_ingest(share_group=first.settings.share_group)
-    edge = EdgeLike(stack.config.host, stack.config.mqtt_port)
+    edge = ResendingPublisher(stack.config.host, stack.config.mqtt_port)
     messages = [make_message(manifest, seq, 10, recent_t0()) for seq in range(3_000)]
     for m in messages:
         edge.add(m)
@@ -405,3 +405,28 @@ def _status_text(service: IngestService, capsys: pytest.CaptureFixture[str], *fl
     capsys.readouterr()
     main(["ingest", "--state-dir", str(service.state_dir), "status", *flags])
     return capsys.readouterr().out
+
+
+def test_the_ledger_is_published_to_influxdb_while_running_and_at_shutdown(
+    start_ingest: Callable[..., IngestService], stack: LocalStack, influx: InfluxV1, manifest: Manifest
+) -> None:
+    service = start_ingest(delivery_interval_s=0.2)
+    t0 = recent_t0()
+    publisher = new_client(stack.config.host, stack.config.mqtt_port)
+    try:
+        publish_all(publisher, [(readings_topic(DEVICE), make_message(manifest, s, 2, t0).encode()) for s in (0, 1, 3)])
+    finally:
+        close_client(publisher)
+
+    def latest() -> dict[str, object] | None:
+        rows = influx.query(f"SELECT * FROM delivery WHERE device = '{DEVICE}' ORDER BY time DESC LIMIT 1")
+        return rows[0] if rows else None
+
+    wait_until(lambda: (latest() or {}).get("stored") == 3, 10, "a periodic delivery point")
+    row = latest()
+    assert row is not None
+    assert (row["stored_through"], row["missing"], json.loads(str(row["gaps"]))) == (1, 1, [[2, 2]])
+    assert (row["city"], row["site"]) == ("bangkok", "bkk-pratunam-pier")
+    before = influx.count("delivery", "stored")
+    service.stop()
+    assert influx.count("delivery", "stored") == before + 1  # every device once more at shutdown

@@ -1,5 +1,6 @@
-"""Fixtures for the API's reliability tests: a real InfluxDB database holding readings of every device in the
-manifest, and a key of every kind the matrix tries (each role, scoped to a city, to a site, to every city)."""
+"""Fixtures of the reliability tests: a real InfluxDB database holding readings of every device in the manifest, a
+key of every kind the matrix tries (each role, scoped to a city, to a site, to every city), and the in-process
+ingest of tests/ingest (same stack, same clean-up)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,9 @@ from api.settings import ApiSettings
 from pilotwatch.influx import InfluxV1
 from pilotwatch.manifest import Manifest, Role
 from pilotwatch.schema import Measurement, StoredReading, line
+from tests.ingest.conftest import start_ingest
+
+__all__ = ["start_ingest"]
 
 T0 = dt.datetime(2026, 8, 31, 16, 0, tzinfo=dt.UTC)
 POINTS = 6
@@ -110,7 +114,6 @@ def api_settings(influx: InfluxV1, keys_file: Path, tmp_path: Path) -> ApiSettin
         influx={"url": influx.url, "database": influx.database},
         ack_link_secret="reliability-ack-link-secret-0123456789",
         keys_file=keys_file,
-        ingest_state_dir=tmp_path / "ingest",
     )
 
 

@@ -413,22 +413,6 @@ def test_a_corrupt_keys_file_makes_every_keyed_route_a_json_503_and_health_says_
     assert api.get("/health").json()["keys"] == "ok"
 
 
-def test_a_damaged_ingest_ledger_is_a_json_503(api: TestClient, api_settings: ApiSettings, admin_key: str) -> None:
-    api_settings.ingest_state_dir.mkdir(parents=True, exist_ok=True)
-    damaged = (
-        "{not json",
-        '{"version": 999}',
-        '{"version": 1, "devices": {"x": 5}}',
-        '{"version": 1, "devices": [1]}',
-        "[]",
-    )
-    for damage in damaged:
-        (api_settings.ingest_state_dir / "ledger-ingest-1.json").write_text(damage)
-        response = api.get(f"/devices/{DEVICE}/delivery", headers=headers(admin_key))
-        assert "ledger" in assert_json_error(response, 503), damage
-        assert str(api_settings.ingest_state_dir) not in response.text
-
-
 # -- 7: the OpenAPI document says what the API answers ----------------------------------------------------------
 
 
