@@ -1,0 +1,64 @@
+"""Private Numba kernels of the block bootstrap; the public, validating wrappers are in :mod:`evaluation.bootstrap`.
+
+Each kernel works on plain contiguous arrays and has a slow, obvious twin in the tests.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from evaluation._numba import kernel
+
+
+@kernel
+def stationary_indices(starts: np.ndarray, u: np.ndarray, p: float) -> np.ndarray:
+    """Politis-Romano indices: position i continues the block of i-1 unless ``u[i] <= p`` (a new block starts at
+    ``starts[i]``); blocks wrap around the end of the series. ``starts`` is consumed (overwritten)."""
+    n = starts.shape[0]
+    for i in range(1, n):
+        if u[i] > p:
+            nxt = starts[i - 1] + 1
+            starts[i] = 0 if nxt == n else nxt
+    return starts
+
+
+@kernel
+def circular_indices(starts: np.ndarray, block: int, n: int) -> np.ndarray:
+    """Künsch/Politis-Romano circular blocks of fixed length ``block`` starting at ``starts``, cut to ``n``."""
+    out = np.empty(n, dtype=np.int64)
+    pos = 0
+    for b in range(starts.shape[0]):
+        for j in range(block):
+            if pos == n:
+                return out
+            out[pos] = (starts[b] + j) % n
+            pos += 1
+    return out
+
+
+@kernel
+def strata_means(values: np.ndarray, strata: np.ndarray, n_strata: int, idx: np.ndarray) -> np.ndarray:
+    """Per column of ``values`` (n, k): the mean over strata of the stratum means of the rows ``idx``.
+
+    Strata are hours of the local day: an hour missing from a resample is left out of that replicate's average,
+    so a resample is always compared like with like on the daily cycle.
+    """
+    k = values.shape[1]
+    sums = np.zeros((n_strata, k))
+    counts = np.zeros(n_strata)
+    for i in range(idx.shape[0]):
+        row = idx[i]
+        s = strata[row]
+        counts[s] += 1.0
+        for j in range(k):
+            sums[s, j] += values[row, j]
+    out = np.zeros(k)
+    used = 0
+    for s in range(n_strata):
+        if counts[s] > 0:
+            used += 1
+            for j in range(k):
+                out[j] += sums[s, j] / counts[s]
+    for j in range(k):
+        out[j] = out[j] / used if used > 0 else np.nan
+    return out
