@@ -62,3 +62,47 @@ def strata_means(values: np.ndarray, strata: np.ndarray, n_strata: int, idx: np.
     for j in range(k):
         out[j] = out[j] / used if used > 0 else np.nan
     return out
+
+
+@kernel
+def day_strata_means(sums: np.ndarray, counts: np.ndarray, day_idx: np.ndarray) -> np.ndarray:
+    """Hour-balanced means of a resample of whole days: ``sums`` (days, hours, k) and ``counts`` (days, hours) of
+    the readings of each day and hour; ``day_idx`` the days drawn. Hours without readings are left out."""
+    n_hours = sums.shape[1]
+    k = sums.shape[2]
+    acc = np.zeros((n_hours, k))
+    cnt = np.zeros(n_hours)
+    for i in range(day_idx.shape[0]):
+        d = day_idx[i]
+        for h in range(n_hours):
+            c = counts[d, h]
+            if c > 0:
+                cnt[h] += c
+                for j in range(k):
+                    acc[h, j] += sums[d, h, j]
+    out = np.zeros(k)
+    used = 0
+    for h in range(n_hours):
+        if cnt[h] > 0:
+            used += 1
+            for j in range(k):
+                out[j] += acc[h, j] / cnt[h]
+    for j in range(k):
+        out[j] = out[j] / used if used > 0 else np.nan
+    return out
+
+
+@kernel
+def expand_days(starts: np.ndarray, lengths: np.ndarray, day_idx: np.ndarray) -> np.ndarray:
+    """Reading indices of the days drawn, day by day (readings of a day are contiguous from ``starts[d]``)."""
+    total = 0
+    for i in range(day_idx.shape[0]):
+        total += lengths[day_idx[i]]
+    out = np.empty(total, dtype=np.int64)
+    pos = 0
+    for i in range(day_idx.shape[0]):
+        d = day_idx[i]
+        for j in range(lengths[d]):
+            out[pos] = starts[d] + j
+            pos += 1
+    return out

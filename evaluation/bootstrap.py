@@ -74,7 +74,7 @@ def optimal_block_length(x: npt.ArrayLike) -> BlockLength:
         head = float(eps[lag + 1 :] @ eps[lag + 1 :])
         tail = float(eps[: n - lag - 1] @ eps[: n - lag - 1])
         autocov[lag] = cross / n
-        abs_corr[lag] = abs(cross) / math.sqrt(head * tail)
+        abs_corr[lag] = abs(cross) / math.sqrt(head * tail) if head * tail > 0 else 0.0
         # The first run of k_n autocorrelations inside the band ends the search (the flat-top window's m-hat).
         if tuning is None and lag >= k_n and bool(np.all(abs_corr[lag - k_n : lag] < band)):
             tuning = lag - k_n
@@ -89,7 +89,7 @@ def optimal_block_length(x: npt.ArrayLike) -> BlockLength:
     d_cb = 4.0 / 3.0 * long_run**2
     b_sb = ((2.0 * g**2) / d_sb) ** (1.0 / 3.0) * n ** (1.0 / 3.0)
     b_cb = ((2.0 * g**2) / d_cb) ** (1.0 / 3.0) * n ** (1.0 / 3.0)
-    return BlockLength(stationary=min(b_sb, b_max), circular=min(b_cb, b_max))
+    return BlockLength(stationary=float(min(b_sb, b_max)), circular=float(min(b_cb, b_max)))
 
 
 def usable_block(block: float, scheme: BlockScheme, n: int) -> float:

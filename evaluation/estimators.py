@@ -7,13 +7,21 @@ Contract:
 - "Like with like" on the daily cycle: a period's level is the **hour-balanced mean**, the mean over the 24 hours
   of the local day of each hour's mean, so a period whose readings miss some nights is not compared with one that
   has them. Resamples are balanced the same way.
-- Intervals are 95 % (configurable) percentile intervals of a block bootstrap (:mod:`evaluation.bootstrap`),
-  the periods resampled independently, each with its own Politis-White block length (stated in ``method``); the
-  second estimate is OLS with Newey-West / Driscoll-Kraay HAC errors (:mod:`evaluation.hac`).
+- Intervals are 95 % (configurable) percentile intervals of a block bootstrap (:mod:`evaluation.bootstrap`) whose
+  unit is the **whole local day**: the day-to-day variation (weather, the day's discharges, a day's sensor state)
+  makes every reading of a day depend on the others, and a block that cuts a day in two hides that dependence
+  (blocks of readings chosen by Politis-White covered the truth only 88 % of the time in calibration). Days are
+  resampled in blocks whose length (in days) is the Politis-White rule on the daily means, stated in ``method``;
+  the periods are resampled independently. The second estimate is OLS with Newey-West / Driscoll-Kraay HAC errors
+  (:mod:`evaluation.hac`).
 - BACI-PS (Stewart-Oaten, Murdoch & Parker 1986): impact and control are paired by time and resampled together
-  (the same indices), so the cross-correlation that the paired design exploits survives the bootstrap. The
-  relative BACI effect is ``(I_after / I_before) / (C_after / C_before) - 1`` of hour-balanced means: a
-  multiplicative pilot effect ``e`` gives exactly ``e`` in expectation whatever each site's level.
+  (the same days), so the cross-correlation that the paired design exploits survives the bootstrap. The
+  relative BACI effect (``baci_relative``, the calibrated headline) is ``(I_after / I_before) / (C_after /
+  C_before) - 1`` of the period **medians**: a multiplicative pilot effect ``e`` multiplies a median by exactly
+  ``1 + e``, whatever each site's level, and a median is not moved by the few hours of a pollution event. The
+  same ratio of hour-balanced means (``baci_relative_mean``) is beside it; in calibration its intervals covered
+  the truth only ~90 % of the time over four-week periods, because a handful of rare events decide a mean and the
+  bootstrap of a few days cannot see how rare they are.
 - Relative changes are bootstrapped on the log scale and reported back as ``ratio - 1``; they are NaN (with the
   reason in ``note``) when a mean is not positive, since a ratio of means of a quantity that can be negative
   (temperature in some units, ORP) is meaningless.
@@ -28,6 +36,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
+from evaluation import _kernels
 from evaluation.bootstrap import (
     BlockScheme,
     optimal_block_length,
@@ -153,33 +162,59 @@ def daily_means(sample: PeriodSample) -> F8:
     return out
 
 
-def _residual_block(values: F8, hours: I8, scheme: BlockScheme) -> float:
-    """Politis-White block length of a series with its hour-of-day means removed (the daily cycle is handled by
-    the balanced means; what the blocks must keep is the dependence left after it). 1 for very short series."""
-    if values.shape[0] < 9:
+@dataclass(frozen=True, slots=True)
+class DayTable:
+    """A period's readings summed per local day and hour: the unit the bootstrap resamples is a whole day."""
+
+    sums: F8  # (days, 24, k)
+    counts: F8  # (days, 24)
+    starts: I8  # first reading of each day (readings are in time order, so a day's readings are contiguous)
+    lengths: I8
+    daily: F8  # (days, k): each day's mean, for the block length
+
+    @property
+    def days(self) -> int:
+        return int(self.counts.shape[0])
+
+
+def day_table(values: F8, hours: I8, days: I8) -> DayTable:
+    """Sum ``values`` (n, k) per local day and hour."""
+    if values.shape[0] and np.any(np.diff(days) < 0):
+        raise ValueError("readings must be in time order (local days ascending)")
+    labels, starts, inverse, lengths = np.unique(days, return_index=True, return_inverse=True, return_counts=True)
+    k = values.shape[1]
+    sums = np.zeros((labels.shape[0], HOURS, k))
+    counts = np.zeros((labels.shape[0], HOURS))
+    np.add.at(sums, (inverse, hours), values)
+    np.add.at(counts, (inverse, hours), 1.0)
+    daily = sums.sum(axis=1) / counts.sum(axis=1)[:, None]
+    return DayTable(sums, counts, starts.astype(np.int64), lengths.astype(np.int64), daily)
+
+
+def day_block(daily: F8, scheme: BlockScheme) -> float:
+    """Politis-White block length, in days, of a daily series; 1 (days independent) when it is too short (< 9
+    days) or constant to estimate."""
+    if daily.shape[0] < 9 or not np.any(daily - daily.mean()):
         return 1.0
-    hour_means = np.zeros(HOURS)
-    for h in range(HOURS):
-        sel = hours == h
-        if np.any(sel):
-            hour_means[h] = values[sel].mean()
-    residual = values - hour_means[hours]
-    if not np.any(residual - residual.mean()):
-        return 1.0
-    return optimal_block_length(residual).for_scheme(scheme)
+    return optimal_block_length(daily).for_scheme(scheme)
 
 
-def _plain_block(values: F8, scheme: BlockScheme) -> float:
-    if values.shape[0] < 9 or not np.any(values - values.mean()):
-        return 1.0
-    return optimal_block_length(values).for_scheme(scheme)
+def resampled_means(table: DayTable, day_idx: I8) -> F8:
+    out: F8 = _kernels.day_strata_means(table.sums, table.counts, day_idx)
+    return out
 
 
-def _method(config: BootstrapConfig, blocks: Sequence[float], what: str) -> str:
+def resampled_readings(table: DayTable, day_idx: I8) -> I8:
+    out: I8 = _kernels.expand_days(table.starts, table.lengths, day_idx)
+    return out
+
+
+def _method(config: BootstrapConfig, blocks: Sequence[float], what: str, unit: str = "days") -> str:
     lengths = " and ".join(f"{b:.1f}" for b in blocks)
     return (
-        f"{config.scheme.value} block bootstrap of {what}, {config.replicates} replicates, block lengths "
-        f"{lengths} (Politis-White, baseline and intervention), {config.confidence:.0%} percentile interval"
+        f"{config.scheme.value} block bootstrap of whole local days, {what}; {config.replicates} replicates, "
+        f"block lengths {lengths} {unit} (Politis-White on daily means; baseline and intervention), "
+        f"{config.confidence:.0%} percentile interval"
     )
 
 
@@ -202,23 +237,23 @@ def before_after(
     differences, the relative change, the Hodges-Lehmann shift of daily means, and OLS with HAC errors."""
     _need(min(baseline.n, intervention.n), "before/after")
     scheme = config.scheme
-    block_b = _residual_block(baseline.values, baseline.hours, scheme)
-    block_a = _residual_block(intervention.values, intervention.hours, scheme)
-    vb, va = baseline.values[:, None], intervention.values[:, None]
+    tb = day_table(baseline.values[:, None], baseline.hours, baseline.days)
+    ta = day_table(intervention.values[:, None], intervention.hours, intervention.days)
+    block_b, block_a = day_block(tb.daily[:, 0], scheme), day_block(ta.daily[:, 0], scheme)
 
     def stat(idx: Sequence[I8]) -> F8:
         ib, ia = idx
         return np.array(
             [
-                strata_means(vb, baseline.hours, HOURS, ib)[0],
-                strata_means(va, intervention.hours, HOURS, ia)[0],
-                np.median(baseline.values[ib]),
-                np.median(intervention.values[ia]),
+                resampled_means(tb, ib)[0],
+                resampled_means(ta, ia)[0],
+                np.median(baseline.values[resampled_readings(tb, ib)]),
+                np.median(intervention.values[resampled_readings(ta, ia)]),
             ]
         )
 
     reps = replicate(
-        [baseline.n, intervention.n],
+        [tb.days, ta.days],
         stat,
         blocks=[block_b, block_a],
         scheme=scheme,
@@ -283,7 +318,8 @@ def before_after(
             )
         )
     out.append(hodges_lehmann_days(baseline, intervention, config, unit))
-    out.append(ols_before_after(baseline, intervention, max(block_b, block_a), unit))
+    per_day = (baseline.n + intervention.n) / (tb.days + ta.days)
+    out.append(ols_before_after(baseline, intervention, max(block_b, block_a) * per_day, unit))
     return out
 
 
@@ -303,7 +339,7 @@ def hodges_lehmann_days(
             unit,
             note=f"needs 2 full days per period; have {db.shape[0]} and {da.shape[0]}",
         )
-    bb, ba = _plain_block(db, config.scheme), _plain_block(da, config.scheme)
+    bb, ba = day_block(db, config.scheme), day_block(da, config.scheme)
     reps = replicate(
         [db.shape[0], da.shape[0]],
         lambda idx: np.array([hodges_lehmann(db[idx[0]], da[idx[1]])]),
@@ -316,7 +352,7 @@ def hodges_lehmann_days(
         "hodges_lehmann_shift",
         hodges_lehmann(db, da),
         *percentile_interval(reps[:, 0], config.confidence),
-        _method(config, (bb, ba), f"daily means (days with >= {MIN_DAY_HOURS} hours)"),
+        _method(config, (bb, ba), f"the Hodges-Lehmann shift of daily means (days with >= {MIN_DAY_HOURS} hours)"),
         int(db.shape[0] + da.shape[0]),
         unit,
         bb,
@@ -339,7 +375,8 @@ def _drop_empty(x: F8) -> F8:
 
 
 def ols_before_after(baseline: PeriodSample, intervention: PeriodSample, block: float, unit: str = "") -> Estimate:
-    """``y = a + b * intervention + hour-of-day dummies``; ``b`` with Newey-West HAC errors."""
+    """``y = a + b * intervention + hour-of-day dummies``; ``b`` with Newey-West HAC errors (``block``: the
+    bootstrap's block length in readings, which sets the lags, see :func:`evaluation.hac.newey_west_lags`)."""
     from evaluation.hac import newey_west_lags  # noqa: PLC0415 - kept beside its one use for readability
 
     y = np.concatenate([baseline.values, intervention.values])
@@ -347,7 +384,7 @@ def ols_before_after(baseline: PeriodSample, intervention: PeriodSample, block: 
     hours = np.concatenate([baseline.hours, intervention.hours])
     x = _drop_empty(np.column_stack([np.ones_like(y), after, _hour_dummies(hours)]))
     lags = newey_west_lags(y.shape[0], block)
-    fit = ols_hac(x, y, lags)
+    fit = ols_hac(x, y, lags, only=1)
     low, high = fit.interval(1)
     return Estimate(
         "ols_hac_difference",
@@ -368,19 +405,24 @@ def baci(baseline: PairedSample, intervention: PairedSample, config: BootstrapCo
     Driscoll-Kraay HAC errors."""
     _need(min(baseline.n, intervention.n), "BACI")
     scheme = config.scheme
-    db, da = baseline.difference(), intervention.difference()
-    block_b = _residual_block(db.values, db.hours, scheme)
-    block_a = _residual_block(da.values, da.hours, scheme)
     pb = np.column_stack([baseline.impact, baseline.control])
     pa = np.column_stack([intervention.impact, intervention.control])
+    tb = day_table(pb, baseline.hours, baseline.days)
+    ta = day_table(pa, intervention.hours, intervention.days)
+    # The block length follows the paired difference, the series whose dependence the interval must respect.
+    block_b = day_block(tb.daily[:, 0] - tb.daily[:, 1], scheme)
+    block_a = day_block(ta.daily[:, 0] - ta.daily[:, 1], scheme)
 
     def stat(idx: Sequence[I8]) -> F8:
-        mb = strata_means(pb, baseline.hours, HOURS, idx[0])
-        ma = strata_means(pa, intervention.hours, HOURS, idx[1])
-        return np.array([mb[0], mb[1], ma[0], ma[1]])
+        mb = resampled_means(tb, idx[0])
+        ma = resampled_means(ta, idx[1])
+        rb, ra = resampled_readings(tb, idx[0]), resampled_readings(ta, idx[1])
+        medians = [np.median(x) for x in (baseline.impact[rb], baseline.control[rb])]
+        medians += [np.median(x) for x in (intervention.impact[ra], intervention.control[ra])]
+        return np.array([mb[0], mb[1], ma[0], ma[1], *medians])
 
     reps = replicate(
-        [baseline.n, intervention.n],
+        [tb.days, ta.days],
         stat,
         blocks=[block_b, block_a],
         scheme=scheme,
@@ -389,6 +431,9 @@ def baci(baseline: PairedSample, intervention: PairedSample, config: BootstrapCo
     )
     ib, cb = (float(v) for v in strata_means(pb, baseline.hours, HOURS, np.arange(baseline.n, dtype=np.int64)))
     ia, ca = (float(v) for v in strata_means(pa, intervention.hours, HOURS, np.arange(intervention.n, dtype=np.int64)))
+    medians = [
+        float(np.median(x)) for x in (baseline.impact, baseline.control, intervention.impact, intervention.control)
+    ]
     n = baseline.n + intervention.n
     blocks = (block_b, block_a)
     periods = {"impact_baseline": ib, "control_baseline": cb, "impact_intervention": ia, "control_intervention": ca}
@@ -405,37 +450,75 @@ def baci(baseline: PairedSample, intervention: PairedSample, config: BootstrapCo
             periods,
         )
     ]
-    if min(ib, cb, ia, ca) > 0:
-        log_reps = _log_ratio(reps[:, 2], reps[:, 0]) - _log_ratio(reps[:, 3], reps[:, 1])
-        low, high = percentile_interval(log_reps, config.confidence)
-        out.append(
-            Estimate(
-                "baci_relative",
-                (ia / ib) / (ca / cb) - 1.0,
-                math.expm1(low),
-                math.expm1(high),
-                _method(config, blocks, "the log ratio (I_after/I_before)/(C_after/C_before), paired by time"),
-                n,
-                "ratio - 1",
-                block_b,
-                periods,
-            )
+    out.append(
+        _relative(
+            "baci_relative",
+            (medians[0], medians[1], medians[2], medians[3]),
+            reps[:, 4:8],
+            method=_method(
+                config, blocks, "the ratio of medians (I_after/I_before)/(C_after/C_before), paired by time"
+            ),
+            config=config,
+            n=n,
+            block=block_b,
+            level="median",
         )
-    else:
-        out.append(
-            Estimate(
-                "baci_relative",
-                math.nan,
-                math.nan,
-                math.nan,
-                "BACI ratio of hour-balanced means",
-                n,
-                "ratio - 1",
-                note="not defined: a site's period mean is not positive",
-            )
+    )
+    out.append(
+        _relative(
+            "baci_relative_mean",
+            (ib, cb, ia, ca),
+            reps[:, 0:4],
+            method=_method(config, blocks, "the ratio of hour-balanced means (I_after/I_before)/(C_after/C_before)"),
+            config=config,
+            n=n,
+            block=block_b,
+            level="mean",
         )
-    out.append(ols_baci(baseline, intervention, max(block_b, block_a), unit))
+    )
+    per_day = (baseline.n + intervention.n) / (tb.days + ta.days)
+    out.append(ols_baci(baseline, intervention, max(block_b, block_a) * per_day, unit))
     return out
+
+
+def _relative(
+    quantity: str,
+    levels: tuple[float, float, float, float],
+    reps: F8,
+    *,
+    method: str,
+    config: BootstrapConfig,
+    n: int,
+    block: float,
+    level: str,
+) -> Estimate:
+    """``(I_a / I_b) / (C_a / C_b) - 1`` of four levels (impact and control, before and after), its interval from
+    the log-scale replicates (columns in the same order)."""
+    ib, cb, ia, ca = levels
+    periods = {
+        f"impact_baseline_{level}": ib,
+        f"control_baseline_{level}": cb,
+        f"impact_intervention_{level}": ia,
+        f"control_intervention_{level}": ca,
+    }
+    if min(levels) <= 0:
+        return Estimate(
+            quantity,
+            math.nan,
+            math.nan,
+            math.nan,
+            method,
+            n,
+            "ratio - 1",
+            block,
+            periods,
+            note=f"not defined: a site's period {level} is not positive",
+        )
+    log_reps = _log_ratio(reps[:, 2], reps[:, 0]) - _log_ratio(reps[:, 3], reps[:, 1])
+    low, high = percentile_interval(log_reps, config.confidence)
+    return Estimate(
+        quantity, (ia / ib) / (ca / cb) - 1.0, math.expm1(low), math.expm1(high), method, n, "ratio - 1", block, periods
+    )
 
 
 def ols_baci(baseline: PairedSample, intervention: PairedSample, block: float, unit: str = "") -> Estimate:
@@ -451,7 +534,7 @@ def ols_baci(baseline: PairedSample, intervention: PairedSample, block: float, u
     hours = np.tile(np.concatenate([baseline.hours, intervention.hours]), 2)
     x = _drop_empty(np.column_stack([impact * after, np.ones_like(y), impact, after, _hour_dummies(hours)]))
     lags = newey_west_lags(nb + na, block)
-    fit = ols_hac(x, y, lags, time=np.tile(times, 2))
+    fit = ols_hac(x, y, lags, time=np.tile(times, 2), only=0)
     low, high = fit.interval(0)
     return Estimate(
         "baci_interaction_hac",

@@ -27,6 +27,7 @@ COMMAND_MODULES = (
     "firmware_sim.cli",
     "edge.cli",
     "analytics.cli",
+    "evaluation.cli",
 )
 
 Handler = Callable[[argparse.Namespace], int]
