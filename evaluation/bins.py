@@ -23,7 +23,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from evaluation.bootstrap import percentile_interval, replicate
+from evaluation.bootstrap import independent_units, percentile_interval, replicate
 from evaluation.estimators import BootstrapConfig, Estimate, day_block
 from evaluation.series import Series
 
@@ -138,7 +138,8 @@ def daily_change(
         f"{config.confidence:.0%} percentile interval"
     )
     mb, ma = float(b.mean()), float(a.mean())
-    low, high = percentile_interval(reps[:, 1] - reps[:, 0], config.confidence)
+    units = independent_units([b.size, a.size], [bb, ba])
+    low, high = percentile_interval(reps[:, 1] - reps[:, 0], config.confidence, units)
     periods = {
         "baseline": mb * scale,
         "intervention": ma * scale,

@@ -14,7 +14,8 @@ Contract:
   block length) and returns a ``(replicates, m)`` array. Samples are drawn in the order given, replicate by
   replicate, so a result is reproducible from its seed.
 
-Bootstrap intervals here are percentile intervals of the replicates (Efron's percentile method).
+Bootstrap intervals here are percentile intervals of the replicates (Efron's percentile method), expanded for
+the small number of independent days a period holds (Hesterberg 2015), see :func:`expanded_alpha`.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
+from scipy import stats
 
 from evaluation import _kernels
 
@@ -154,11 +156,32 @@ def strata_means(values: F8, strata: I8, n_strata: int, idx: I8) -> F8:
     return out
 
 
-def percentile_interval(replicates: F8, confidence: float) -> tuple[float, float]:
-    """The percentile interval of finite replicates (NaN, NaN if none)."""
+def expanded_alpha(confidence: float, units: float | None) -> float:
+    """The tail probability of Hesterberg's (2015) expanded percentile interval for ``units`` independent units.
+
+    A percentile interval is too narrow in small samples: it uses the normal quantile and the plug-in variance.
+    The expanded interval reads the replicates at ``Phi(-sqrt(n / (n - 1)) * t[1 - alpha/2, n - 1])`` instead of
+    ``alpha / 2``. Here ``n`` is the number of independent blocks (days / block length, the smaller period's),
+    since that, not the number of readings, is how much independent information a period holds.
+    """
+    alpha = (1.0 - confidence) / 2.0
+    if units is None or not math.isfinite(units):
+        return alpha
+    n = max(float(units), 2.0)  # fewer than two independent blocks: as wide as the replicates go
+    return float(stats.norm.cdf(-math.sqrt(n / (n - 1.0)) * stats.t.ppf(1.0 - alpha, n - 1.0)))
+
+
+def percentile_interval(replicates: F8, confidence: float, units: float | None = None) -> tuple[float, float]:
+    """The percentile interval of finite replicates (NaN, NaN if none); expanded for ``units`` independent units
+    (see :func:`expanded_alpha`), plain when ``units`` is None."""
     finite = replicates[np.isfinite(replicates)]
     if finite.size == 0:
         return math.nan, math.nan
-    alpha = (1.0 - confidence) / 2.0
+    alpha = expanded_alpha(confidence, units)
     low, high = np.quantile(finite, [alpha, 1.0 - alpha])
     return float(low), float(high)
+
+
+def independent_units(days: Sequence[float], blocks: Sequence[float]) -> float:
+    """How many independent blocks the smaller period holds: ``min(days / block)``."""
+    return min(d / max(b, 1.0) for d, b in zip(days, blocks, strict=True))

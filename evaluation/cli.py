@@ -1,4 +1,4 @@
-"""``pilotwatch evaluate calibrate``.
+"""``pilotwatch evaluate calibrate`` and ``pilotwatch evaluate report``.
 
 ``register(subparsers)`` adds them to the shared parser; bad input raises ``ValueError``, which the shared CLI
 prints as a clean error with exit status 2. ``calibrate`` ends with the one line scripts parse (see
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -27,6 +28,15 @@ def register(subparsers: Any) -> None:
     cal.add_argument("--replicates", type=_positive_int, default=999, help="bootstrap replicates per run (999)")
     cal.add_argument("--with-drift", action="store_true", help="also simulate drift and fouling faults")
     cal.set_defaults(handler=run_calibrate)
+
+    rep = actions.add_parser("report", help="write the evidence pack of one city into a folder")
+    rep.add_argument("--city", required=True, help="city id from the manifest, e.g. bangkok")
+    rep.add_argument("--out", type=Path, required=True, help="folder for the pack (created; must be empty)")
+    rep.add_argument("--include-suspect", action="store_true", help="use QC-suspect readings too (default: good only)")
+    rep.add_argument("--replicates", type=_positive_int, default=None, help="bootstrap replicates (default 2000)")
+    rep.add_argument("--influx-url", default=None, help="InfluxDB URL (default: settings or the local stack)")
+    rep.add_argument("--database", default=None, help="InfluxDB database (default: settings)")
+    rep.set_defaults(handler=run_report)
 
 
 def _positive_int(text: str) -> int:
@@ -61,3 +71,10 @@ def run_calibrate(args: argparse.Namespace) -> int:
     )
     out.print(result.line(), markup=False)
     return 0
+
+
+def run_report(args: argparse.Namespace) -> int:
+    from evaluation.report import write_report_from_args  # noqa: PLC0415
+
+    status: int = write_report_from_args(args)
+    return status

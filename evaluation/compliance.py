@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from evaluation.bootstrap import percentile_interval, replicate
+from evaluation.bootstrap import independent_units, percentile_interval, replicate
 from evaluation.estimators import (
     BootstrapConfig,
     Estimate,
@@ -127,7 +127,7 @@ def exceedance_change(
     return Estimate(
         "exceedance_share_difference",
         float(stat(every)[0]),
-        *percentile_interval(reps[:, 0], config.confidence),
+        *percentile_interval(reps[:, 0], config.confidence, independent_units([tb.days, ta.days], [bb, ba])),
         f"{config.scheme.value} block bootstrap of whole local days, hour-balanced share of readings outside the "
         f"limit; {config.replicates} replicates, block lengths {bb:.1f} and {ba:.1f} days (Politis-White)",
         baseline.n + intervention.n,

@@ -39,6 +39,7 @@ import numpy.typing as npt
 from evaluation import _kernels
 from evaluation.bootstrap import (
     BlockScheme,
+    independent_units,
     optimal_block_length,
     percentile_interval,
     replicate,
@@ -192,11 +193,11 @@ def day_table(values: F8, hours: I8, days: I8) -> DayTable:
 
 
 def day_block(daily: F8, scheme: BlockScheme) -> float:
-    """Politis-White block length, in days, of a daily series; 1 (days independent) when it is too short (< 9
-    days) or constant to estimate."""
+    """Politis-White block length, in days, of a daily series, at least one day; 1 (days independent) when the
+    series is too short (< 9 days) or constant to estimate."""
     if daily.shape[0] < 9 or not np.any(daily - daily.mean()):
         return 1.0
-    return optimal_block_length(daily).for_scheme(scheme)
+    return max(1.0, optimal_block_length(daily).for_scheme(scheme))
 
 
 def resampled_means(table: DayTable, day_idx: I8) -> F8:
@@ -214,7 +215,7 @@ def _method(config: BootstrapConfig, blocks: Sequence[float], what: str, unit: s
     return (
         f"{config.scheme.value} block bootstrap of whole local days, {what}; {config.replicates} replicates, "
         f"block lengths {lengths} {unit} (Politis-White on daily means; baseline and intervention), "
-        f"{config.confidence:.0%} percentile interval"
+        f"{config.confidence:.0%} percentile interval expanded for the number of independent blocks (Hesterberg)"
     )
 
 
@@ -265,13 +266,14 @@ def before_after(
         balanced_mean(intervention.values, intervention.hours),
     )
     med_b, med_a = float(np.median(baseline.values)), float(np.median(intervention.values))
+    units = independent_units([tb.days, ta.days], [block_b, block_a])
     n = baseline.n + intervention.n
     blocks = (block_b, block_a)
     out = [
         Estimate(
             "mean_difference",
             mean_a - mean_b,
-            *percentile_interval(reps[:, 1] - reps[:, 0], config.confidence),
+            *percentile_interval(reps[:, 1] - reps[:, 0], config.confidence, units),
             _method(config, blocks, "hour-balanced means"),
             n,
             unit,
@@ -281,7 +283,7 @@ def before_after(
         Estimate(
             "median_difference",
             med_a - med_b,
-            *percentile_interval(reps[:, 3] - reps[:, 2], config.confidence),
+            *percentile_interval(reps[:, 3] - reps[:, 2], config.confidence, units),
             _method(config, blocks, "medians"),
             n,
             unit,
@@ -290,7 +292,7 @@ def before_after(
         ),
     ]
     if mean_b > 0 and mean_a > 0:
-        low, high = percentile_interval(_log_ratio(reps[:, 1], reps[:, 0]), config.confidence)
+        low, high = percentile_interval(_log_ratio(reps[:, 1], reps[:, 0]), config.confidence, units)
         out.append(
             Estimate(
                 "relative_change",
@@ -351,7 +353,7 @@ def hodges_lehmann_days(
     return Estimate(
         "hodges_lehmann_shift",
         hodges_lehmann(db, da),
-        *percentile_interval(reps[:, 0], config.confidence),
+        *percentile_interval(reps[:, 0], config.confidence, independent_units([db.size, da.size], [bb, ba])),
         _method(config, (bb, ba), f"the Hodges-Lehmann shift of daily means (days with >= {MIN_DAY_HOURS} hours)"),
         int(db.shape[0] + da.shape[0]),
         unit,
@@ -438,11 +440,12 @@ def baci(baseline: PairedSample, intervention: PairedSample, config: BootstrapCo
     blocks = (block_b, block_a)
     periods = {"impact_baseline": ib, "control_baseline": cb, "impact_intervention": ia, "control_intervention": ca}
     diff_reps = (reps[:, 2] - reps[:, 3]) - (reps[:, 0] - reps[:, 1])
+    units = independent_units([tb.days, ta.days], [block_b, block_a])
     out = [
         Estimate(
             "baci_difference",
             (ia - ca) - (ib - cb),
-            *percentile_interval(diff_reps, config.confidence),
+            *percentile_interval(diff_reps, config.confidence, units),
             _method(config, blocks, "impact and control paired by time (BACI-PS), hour-balanced means"),
             n,
             unit,
@@ -462,6 +465,7 @@ def baci(baseline: PairedSample, intervention: PairedSample, config: BootstrapCo
             n=n,
             block=block_b,
             level="median",
+            units=units,
         )
     )
     out.append(
@@ -474,6 +478,7 @@ def baci(baseline: PairedSample, intervention: PairedSample, config: BootstrapCo
             n=n,
             block=block_b,
             level="mean",
+            units=units,
         )
     )
     per_day = (baseline.n + intervention.n) / (tb.days + ta.days)
@@ -491,6 +496,7 @@ def _relative(
     n: int,
     block: float,
     level: str,
+    units: float,
 ) -> Estimate:
     """``(I_a / I_b) / (C_a / C_b) - 1`` of four levels (impact and control, before and after), its interval from
     the log-scale replicates (columns in the same order)."""
@@ -515,7 +521,7 @@ def _relative(
             note=f"not defined: a site's period {level} is not positive",
         )
     log_reps = _log_ratio(reps[:, 2], reps[:, 0]) - _log_ratio(reps[:, 3], reps[:, 1])
-    low, high = percentile_interval(log_reps, config.confidence)
+    low, high = percentile_interval(log_reps, config.confidence, units)
     return Estimate(
         quantity, (ia / ib) / (ca / cb) - 1.0, math.expm1(low), math.expm1(high), method, n, "ratio - 1", block, periods
     )

@@ -11,7 +11,9 @@ from arch.bootstrap import optimal_block_length as arch_block_length
 from evaluation import _kernels
 from evaluation.bootstrap import (
     BlockScheme,
+    expanded_alpha,
     optimal_block_length,
+    percentile_interval,
     replicate,
     resample_indices,
     strata_means,
@@ -221,3 +223,22 @@ def test_bad_config_is_refused() -> None:
         BootstrapConfig(replicates=10)
     with pytest.raises(ValueError, match="before/after needs at least 2 readings"):
         before_after(_periods(np.ones(1)), _periods(np.ones(5)), BootstrapConfig())
+
+
+def test_expanded_percentile_interval_by_hand() -> None:
+    # Hesterberg's expanded percentile: n = 28 days -> Phi(-sqrt(28/27) * t(0.975, 27)) = Phi(-2.08945) = 0.018334
+    assert expanded_alpha(0.95, 28) == pytest.approx(0.018334, abs=2e-6)
+    assert expanded_alpha(0.95, None) == pytest.approx(0.025)
+    assert expanded_alpha(0.95, 1e6) == pytest.approx(0.025, abs=1e-5)  # many days: the plain percentile interval
+    reps = np.linspace(0.0, 1.0, 100_001)
+    low, high = percentile_interval(reps, 0.95, 28)
+    assert (low, high) == pytest.approx((0.018334, 1 - 0.018334), abs=2e-6)
+
+
+def test_one_coefficient_variance_equals_the_full_covariance() -> None:
+    x, y = _design(800, seed=4)
+    full = ols_hac(x, y, 30)
+    only = ols_hac(x, y, 30, only=1)
+    assert only.bse[1] == pytest.approx(full.bse[1], rel=TOL)
+    time = np.tile(np.arange(400), 2)
+    assert ols_hac(x, y, 9, time=time, only=0).bse[0] == pytest.approx(ols_hac(x, y, 9, time=time).bse[0], rel=TOL)
