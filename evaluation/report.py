@@ -170,9 +170,9 @@ def _png(fig: Any) -> str:
 
 
 def _date_axis(ax: Any) -> None:
-    locator = mdates.AutoDateLocator(maxticks=8)
+    locator = mdates.AutoDateLocator(maxticks=8)  # type: ignore[no-untyped-call]
     ax.xaxis.set_major_locator(locator)
-    ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
+    ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))  # type: ignore[no-untyped-call]
 
 
 def _shade_periods(ax: Any, ev: CityEvaluation, data: SensorData, lo: pd.Timestamp, hi: pd.Timestamp) -> None:
