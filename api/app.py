@@ -16,7 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from api.keys import KeyStore
-from api.routes import devices, export, health, series, sites
+from api.routes import devices, evaluation, export, health, series, sites
 from api.settings import ApiSettings
 from api.store import ReadingStore
 from pilotwatch import __version__
@@ -92,6 +92,6 @@ def create_app(
             content={"detail": f"InfluxDB at {settings.influx_url} did not answer: {exc}"},
         )
 
-    for module in (health, sites, series, devices, export):
+    for module in (health, sites, series, devices, export, evaluation):
         app.include_router(module.router)
     return app
