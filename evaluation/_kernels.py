@@ -106,3 +106,29 @@ def expand_days(starts: np.ndarray, lengths: np.ndarray, day_idx: np.ndarray) ->
             out[pos] = starts[d] + j
             pos += 1
     return out
+
+
+@kernel
+def day_weighted_median(sorted_values: np.ndarray, sorted_days: np.ndarray, day_weights: np.ndarray) -> float:
+    """The median of a resample of whole days without building it: ``sorted_values`` are all readings of the
+    period in ascending order, ``sorted_days`` the day (table row) of each, ``day_weights`` how often each day was
+    drawn. Scans to the middle order statistics, so it equals ``np.median`` of the concatenated resample."""
+    total = 0
+    for i in range(sorted_values.shape[0]):
+        total += day_weights[sorted_days[i]]
+    if total == 0:
+        return np.nan
+    lo_rank = (total - 1) // 2
+    hi_rank = total // 2
+    cum = 0
+    lo = np.nan
+    for i in range(sorted_values.shape[0]):
+        w = day_weights[sorted_days[i]]
+        if w == 0:
+            continue
+        if cum + w > lo_rank and np.isnan(lo):
+            lo = sorted_values[i]
+        if cum + w > hi_rank:
+            return float((lo + sorted_values[i]) / 2.0)
+        cum += w
+    return float(lo)

@@ -157,17 +157,17 @@ def strata_means(values: F8, strata: I8, n_strata: int, idx: I8) -> F8:
 
 
 def expanded_alpha(confidence: float, units: float | None) -> float:
-    """The tail probability of Hesterberg's (2015) expanded percentile interval for ``units`` independent units.
+    """The tail probability of Hesterberg's (2015) expanded percentile interval for ``units`` resampled units.
 
     A percentile interval is too narrow in small samples: it uses the normal quantile and the plug-in variance.
     The expanded interval reads the replicates at ``Phi(-sqrt(n / (n - 1)) * t[1 - alpha/2, n - 1])`` instead of
-    ``alpha / 2``. Here ``n`` is the number of independent blocks (days / block length, the smaller period's),
-    since that, not the number of readings, is how much independent information a period holds.
+    ``alpha / 2``, with ``n`` the number of units resampled (here: days, the smaller period's). Calibration chose
+    days over days / block length: the latter over-corrected (coverage 0.973 against 0.927 uncorrected).
     """
     alpha = (1.0 - confidence) / 2.0
     if units is None or not math.isfinite(units):
         return alpha
-    n = max(float(units), 2.0)  # fewer than two independent blocks: as wide as the replicates go
+    n = max(float(units), 2.0)  # fewer than two units: as wide as the replicates go
     return float(stats.norm.cdf(-math.sqrt(n / (n - 1.0)) * stats.t.ppf(1.0 - alpha, n - 1.0)))
 
 
@@ -183,5 +183,8 @@ def percentile_interval(replicates: F8, confidence: float, units: float | None =
 
 
 def independent_units(days: Sequence[float], blocks: Sequence[float]) -> float:
-    """How many independent blocks the smaller period holds: ``min(days / block)``."""
-    return min(d / max(b, 1.0) for d, b in zip(days, blocks, strict=True))
+    """The resampled units of the smaller period (days) for :func:`expanded_alpha`; ``blocks`` are checked for
+    length only (the block bootstrap already carries their dependence into the replicates' spread)."""
+    if len(days) != len(blocks):
+        raise ValueError(f"one block length per period: {len(days)} periods, {len(blocks)} block lengths")
+    return float(min(days))

@@ -172,10 +172,17 @@ class DayTable:
     starts: I8  # first reading of each day (readings are in time order, so a day's readings are contiguous)
     lengths: I8
     daily: F8  # (days, k): each day's mean, for the block length
+    sorted_values: F8  # (k, n): each column's readings in ascending order
+    sorted_days: I8  # (k, n): the table row (day) of each sorted reading
 
     @property
     def days(self) -> int:
         return int(self.counts.shape[0])
+
+    def median(self, column: int, day_idx: I8) -> float:
+        """The median of column ``column`` over the readings of the days drawn (with repetition)."""
+        weights = np.bincount(day_idx, minlength=self.days).astype(np.int64)
+        return float(_kernels.day_weighted_median(self.sorted_values[column], self.sorted_days[column], weights))
 
 
 def day_table(values: F8, hours: I8, days: I8) -> DayTable:
@@ -189,7 +196,10 @@ def day_table(values: F8, hours: I8, days: I8) -> DayTable:
     np.add.at(sums, (inverse, hours), values)
     np.add.at(counts, (inverse, hours), 1.0)
     daily = sums.sum(axis=1) / counts.sum(axis=1)[:, None]
-    return DayTable(sums, counts, starts.astype(np.int64), lengths.astype(np.int64), daily)
+    order = np.argsort(values, axis=0, kind="stable")
+    sorted_values = np.ascontiguousarray(np.take_along_axis(values, order, axis=0).T)
+    sorted_days = np.ascontiguousarray(inverse.astype(np.int64)[order].T)
+    return DayTable(sums, counts, starts.astype(np.int64), lengths.astype(np.int64), daily, sorted_values, sorted_days)
 
 
 def day_block(daily: F8, scheme: BlockScheme) -> float:
@@ -215,7 +225,7 @@ def _method(config: BootstrapConfig, blocks: Sequence[float], what: str, unit: s
     return (
         f"{config.scheme.value} block bootstrap of whole local days, {what}; {config.replicates} replicates, "
         f"block lengths {lengths} {unit} (Politis-White on daily means; baseline and intervention), "
-        f"{config.confidence:.0%} percentile interval expanded for the number of independent blocks (Hesterberg)"
+        f"{config.confidence:.0%} percentile interval expanded for the number of days (Hesterberg)"
     )
 
 
@@ -248,8 +258,8 @@ def before_after(
             [
                 resampled_means(tb, ib)[0],
                 resampled_means(ta, ia)[0],
-                np.median(baseline.values[resampled_readings(tb, ib)]),
-                np.median(intervention.values[resampled_readings(ta, ia)]),
+                tb.median(0, ib),
+                ta.median(0, ia),
             ]
         )
 
@@ -418,9 +428,7 @@ def baci(baseline: PairedSample, intervention: PairedSample, config: BootstrapCo
     def stat(idx: Sequence[I8]) -> F8:
         mb = resampled_means(tb, idx[0])
         ma = resampled_means(ta, idx[1])
-        rb, ra = resampled_readings(tb, idx[0]), resampled_readings(ta, idx[1])
-        medians = [np.median(x) for x in (baseline.impact[rb], baseline.control[rb])]
-        medians += [np.median(x) for x in (intervention.impact[ra], intervention.control[ra])]
+        medians = [tb.median(0, idx[0]), tb.median(1, idx[0]), ta.median(0, idx[1]), ta.median(1, idx[1])]
         return np.array([mb[0], mb[1], ma[0], ma[1], *medians])
 
     reps = replicate(

@@ -26,7 +26,9 @@ from evaluation.estimators import (
     balanced_mean,
     before_after,
     daily_means,
+    day_table,
     hodges_lehmann,
+    resampled_readings,
 )
 from evaluation.hac import SmallSample, ols_hac
 from tests.evaluation import naive
@@ -237,8 +239,22 @@ def test_expanded_percentile_interval_by_hand() -> None:
 
 def test_one_coefficient_variance_equals_the_full_covariance() -> None:
     x, y = _design(800, seed=4)
-    full = ols_hac(x, y, 30)
-    only = ols_hac(x, y, 30, only=1)
-    assert only.bse[1] == pytest.approx(full.bse[1], rel=TOL)
+    for lags in (30, 200):  # 200: the FFT path for many lags
+        full = ols_hac(x, y, lags)
+        only = ols_hac(x, y, lags, only=1)
+        assert only.bse[1] == pytest.approx(full.bse[1], rel=TOL)
     time = np.tile(np.arange(400), 2)
     assert ols_hac(x, y, 9, time=time, only=0).bse[0] == pytest.approx(ols_hac(x, y, 9, time=time).bse[0], rel=TOL)
+
+
+def test_day_weighted_median_equals_numpy_median_of_the_resample() -> None:
+    rng = np.random.default_rng(3)
+    sample = _periods(np.round(rng.standard_normal(288 * 12), 1))  # rounded: many ties
+    table = day_table(sample.values[:, None], sample.hours, sample.days)
+    for size in range(1, 14):
+        idx = rng.integers(table.days, size=size, dtype=np.int64)
+        concatenated = np.concatenate(
+            [sample.values[table.starts[d] : table.starts[d] + table.lengths[d]] for d in idx]
+        )
+        assert table.median(0, idx) == np.median(concatenated)
+        np.testing.assert_array_equal(sample.values[resampled_readings(table, idx)], concatenated)
