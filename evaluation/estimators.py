@@ -530,8 +530,22 @@ def _relative(
         )
     log_reps = _log_ratio(reps[:, 2], reps[:, 0]) - _log_ratio(reps[:, 3], reps[:, 1])
     low, high = percentile_interval(log_reps, config.confidence, units)
+    note = ""
+    if high - low <= 1e-12 * max(1.0, abs(low)):
+        # An intermittent discharge: the median is the idle level, tied at the sensor's resolution in every
+        # resample, so the replicates do not vary and the interval carries no information.
+        note = f"every resample gives the same {level} (tied readings): this interval is not informative"
     return Estimate(
-        quantity, (ia / ib) / (ca / cb) - 1.0, math.expm1(low), math.expm1(high), method, n, "ratio - 1", block, periods
+        quantity,
+        (ia / ib) / (ca / cb) - 1.0,
+        math.expm1(low),
+        math.expm1(high),
+        method,
+        n,
+        "ratio - 1",
+        block,
+        periods,
+        note,
     )
 
 

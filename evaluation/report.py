@@ -42,7 +42,13 @@ from pilotwatch import __version__
 from pilotwatch.manifest import Manifest, Parameter, SiteRole
 from pilotwatch.schema import QartodFlag
 
-HEADLINE = ("baci_relative", "relative_change")
+HEADLINE = (
+    "relative_change",
+    "baci_relative",
+    "baci_relative_mean",
+    "daily_load_relative_change",
+    "fill_rate_relative_change",
+)
 PERIOD_COLOURS = {"baseline": "#d9e6f2", "intervention": "#f7e3cf"}
 
 
@@ -350,6 +356,7 @@ def _html(ev: CityEvaluation, prov: Provenance, figures: list[tuple[str, str]]) 
         "coverage_baseline",
         "coverage_intervention",
         "low_coverage",
+        "note",
     ]
     compliance_cols = [
         "site",
@@ -400,7 +407,10 @@ def _html(ev: CityEvaluation, prov: Provenance, figures: list[tuple[str, str]]) 
         "Intervals are 95 % block-bootstrap intervals over whole local days (see METHODS.md); an interval that "
         "contains 0 does not show a change.</p>"
         + _table(
-            headline, cols, "Headline: relative change (before/after) and relative BACI effect (impact vs control)"
+            headline,
+            cols,
+            "Headline: relative changes (before/after, bin filling, effluent loads) and relative BACI effects "
+            "(impact vs control; of medians, and of means, which suit intermittent discharges)",
         )
         + "<h2>Figures</h2>"
         + figure_html

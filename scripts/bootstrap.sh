@@ -11,6 +11,8 @@ command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need_apt+=
 command -v influxd >/dev/null 2>&1 || need_apt+=(influxdb)
 command -v mosquitto_passwd >/dev/null 2>&1 || [ -x /usr/bin/mosquitto_passwd ] || need_apt+=(mosquitto)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need_apt+=(python3-venv)
+# Headless Chromium opens the evaluation's report.html in the tests (through Playwright, no browser download).
+command -v chromium >/dev/null 2>&1 || [ -x /usr/bin/chromium ] || need_apt+=(chromium)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "installing from the distribution: ${need_apt[*]}"
   as_root apt-get update -qq

@@ -258,3 +258,16 @@ def test_day_weighted_median_equals_numpy_median_of_the_resample() -> None:
         )
         assert table.median(0, idx) == np.median(concatenated)
         np.testing.assert_array_equal(sample.values[resampled_readings(table, idx)], concatenated)
+
+
+def test_a_median_tied_in_every_resample_is_marked_not_informative() -> None:
+    # An intermittent discharge: idle at 80 (resolution 1), a batch of 2,000 one hour a day; the pilot scales all.
+    n = 288 * 14
+    batch = ((np.arange(n) // 12) % 24 == 10) * np.repeat(np.random.default_rng(1).uniform(0.5, 1.5, 14), 288)
+    idle_and_batches = 80.0 + np.round(1920.0 * batch)
+    before = PairedSample(idle_and_batches.copy(), idle_and_batches.copy(), *_hd(n, 0))
+    after = PairedSample(np.round(0.6 * idle_and_batches), idle_and_batches.copy(), *_hd(n, 14))
+    est = {e.quantity: e for e in baci(before, after, BootstrapConfig(replicates=199, seed=3))}
+    assert est["baci_relative"].estimate == pytest.approx(-0.4)
+    assert "not informative" in est["baci_relative"].note
+    assert est["baci_relative_mean"].note == ""
