@@ -19,7 +19,7 @@ from api.settings import ApiSettings
 from pilotwatch.manifest import Role
 from tests.evaluation.conftest import TRUE_DO_EFFECT, EvaluationStore
 
-FAST = {"replicates": 199}
+FAST = {"replicates": 99}
 
 
 @pytest.fixture(scope="module")

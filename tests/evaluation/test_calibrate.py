@@ -20,11 +20,11 @@ def run(capsys: pytest.CaptureFixture[str], *args: str) -> str:
 
 
 def test_calibrate_ends_with_the_parsable_line_and_repeats_for_a_seed(capsys: pytest.CaptureFixture[str]) -> None:
-    args = ("--runs", "3", "--seed", "5", "--workers", "1", "--replicates", "199")
+    args = ("--runs", "2", "--seed", "5", "--workers", "1", "--replicates", "99")
     first = run(capsys, *args)
     match = LINE.match(first)
     assert match, first
-    assert match["n"] == "3"
+    assert match["n"] == "2"
     assert 0.0 <= float(match["c"]) <= 1.0
     assert run(capsys, *args) == first  # same runs and seed, same figures
 

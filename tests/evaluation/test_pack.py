@@ -52,7 +52,7 @@ def pack(evaluation_store: EvaluationStore, tmp_path_factory: pytest.TempPathFac
             "--out",
             str(out),
             "--replicates",
-            "299",
+            "99",
             "--influx-url",
             evaluation_store.influx_url,
             "--database",
