@@ -45,7 +45,7 @@ class EvaluationStore:
     readings: int
 
 
-def test_manifest_data() -> dict[str, Any]:
+def bangkok_four_weeks() -> dict[str, Any]:
     raw: dict[str, Any] = copy.deepcopy(yaml.safe_load(DEFAULT_MANIFEST.read_text()))
     raw["cities"] = [c for c in raw["cities"] if c["id"] == "bangkok"]
     raw["alerts"] = [a for a in raw.get("alerts", []) if a["city"] in ("bangkok", "*")]
@@ -67,7 +67,7 @@ def _ms(day: str) -> int:
 @pytest.fixture(scope="session")
 def evaluation_store(stack: LocalStack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[EvaluationStore]:
     folder = tmp_path_factory.mktemp("evaluation")
-    raw = test_manifest_data()
+    raw = bangkok_four_weeks()
     manifest_path = folder / "manifest.yaml"
     manifest_path.write_text(yaml.safe_dump(raw, sort_keys=False))
     manifest = parse_manifest(raw, str(manifest_path))
