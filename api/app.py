@@ -15,7 +15,7 @@ from fastapi import FastAPI
 
 from api import errors
 from api.keys import KeyStore
-from api.routes import ack_link, alerts, devices, export, health, inbox, series, sites
+from api.routes import ack_link, alerts, devices, evaluation, export, health, inbox, series, sites
 from api.settings import ApiSettings
 from api.store import ReadingStore
 from pilotwatch import __version__
@@ -72,6 +72,7 @@ def create_app(
     for module in (sites, series, devices, export):
         # Every keyed route can answer 401 and 503 (keys file unreadable); each route adds its own codes.
         app.include_router(module.router, responses=errors.error_responses(*errors.KEYED))
+    app.include_router(evaluation.router, responses=errors.error_responses(*errors.READS))
     # The alert routes: a role or city outside the key's scope (403), an unknown alert, silence or city (404), an
     # action the alert's state refuses (409), a malformed body or filter (422).
     app.include_router(alerts.router, responses=errors.error_responses(*errors.KEYED, 403, 404, 409, 422))

@@ -28,6 +28,7 @@ COMMAND_MODULES = (
     "edge.cli",
     "analytics.cli",
     "commands.alerts_cli",
+    "commands.evaluation_cli",
 )
 
 Handler = Callable[[argparse.Namespace], int]
