@@ -9,11 +9,12 @@ as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 need_apt=()
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need_apt+=(mosquitto)
 command -v influxd >/dev/null 2>&1 || need_apt+=(influxdb)
-command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)  # headless browser of the alert inbox page test
 # The deployment broker's dynamic-security plugin (tests run the deploy config): Debian's mosquitto ships it.
-ls /usr/lib/*/mosquitto_dynamic_security.so /usr/lib/mosquitto_dynamic_security.so >/dev/null 2>&1 || need_apt+=(mosquitto)
+compgen -G '/usr/lib/*/mosquitto_dynamic_security.so' >/dev/null || [ -f /usr/lib/mosquitto_dynamic_security.so ] \
+  || need_apt+=(mosquitto)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need_apt+=(python3-venv)
-# Headless Chromium opens the evaluation's report.html in the tests (through Playwright, no browser download).
+# Headless Chromium opens the alert inbox page and the evaluation's report.html in the tests (through Playwright,
+# no browser download).
 command -v chromium >/dev/null 2>&1 || [ -x /usr/bin/chromium ] || need_apt+=(chromium)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "installing from the distribution: ${need_apt[*]}"
