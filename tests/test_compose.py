@@ -16,6 +16,7 @@ import pytest
 import yaml
 from pydantic import SecretStr
 
+from alerts.settings import AlertSettings
 from analytics.settings import AnalyticsSettings
 from api.settings import ApiSettings
 from commands.cli import build_parser
@@ -72,7 +73,7 @@ def project_services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 def test_project_services_are_built_here_and_run_real_subcommands(compose: dict[str, Any]) -> None:
     services = project_services(compose)
-    assert set(services) == {"ingest", "api", "analytics"}
+    assert set(services) == {"ingest", "api", "analytics", "alerts"}
     parser = build_parser()
     for name, svc in services.items():
         command = svc["command"]
@@ -298,7 +299,7 @@ def test_the_edge_agent_publishes_over_tls_with_its_own_credentials(
 
 @pytest.mark.parametrize(
     ("service", "settings_class"),
-    [("ingest", IngestSettings), ("api", ApiSettings), ("analytics", AnalyticsSettings)],
+    [("ingest", IngestSettings), ("api", ApiSettings), ("analytics", AnalyticsSettings), ("alerts", AlertSettings)],
 )
 def test_every_service_variable_names_a_real_setting(
     compose: dict[str, Any], service: str, settings_class: type[ServiceSettings], monkeypatch: pytest.MonkeyPatch

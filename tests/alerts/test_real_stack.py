@@ -36,6 +36,7 @@ from ingest.settings import IngestSettings
 from pilotwatch.influx import InfluxV1
 from pilotwatch.manifest import Manifest, parse_manifest
 from tests.conftest import DEFAULT_MANIFEST
+from tests.ingest.conftest import forget_session
 
 ROOT = Path(__file__).resolve().parents[2]
 HOUR = 3_600_000
@@ -70,10 +71,12 @@ def scenario_manifest() -> dict[str, Any]:
 
 def deliver(stack: LocalStack, influx: InfluxV1, manifest: Manifest, tmp: Path, start: int, end: int) -> None:
     """Sample, publish, ingest and QC ``[start, end)``."""
-    ingest = IngestService(
-        IngestSettings.for_local_stack(stack.config, tmp / "ingest", "alerts-ingest", database=influx.database),
-        manifest,
+    # A group and a session of its own: the session stack's broker would otherwise keep queuing a share of every
+    # later test's readings for this worker's persistent session after it stopped.
+    settings = IngestSettings.for_local_stack(
+        stack.config, tmp / "ingest", "alerts-ingest", database=influx.database, share_group="alerts"
     )
+    ingest = IngestService(settings, manifest)
     ingest.start()
     try:
         ingest.wait_connected(30)
@@ -81,6 +84,7 @@ def deliver(stack: LocalStack, influx: InfluxV1, manifest: Manifest, tmp: Path, 
         assert all(c.held == 0 for c in counts.values())
     finally:
         ingest.stop()
+        forget_session(stack.config.host, stack.config.mqtt_port, settings.client_id)
     evaluate_window(manifest, influx.url, influx.database, start, end, tmp / "analytics")
 
 
