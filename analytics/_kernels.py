@@ -17,12 +17,14 @@ from typing import Any
 import numpy as np
 
 from analytics._numba import kernel, parallel_kernel, prange
+from pilotwatch.schema import QartodFlag
 
-GOOD = np.uint8(1)
-UNKNOWN = np.uint8(2)
-SUSPECT = np.uint8(3)
-FAIL = np.uint8(4)
-MISSING = np.uint8(9)
+# np.uint8 copies of the schema's flags: Numba folds module-level scalars into the kernels as constants.
+GOOD = np.uint8(QartodFlag.GOOD)
+UNKNOWN = np.uint8(QartodFlag.UNKNOWN)
+SUSPECT = np.uint8(QartodFlag.SUSPECT)
+FAIL = np.uint8(QartodFlag.FAIL)
+MISSING = np.uint8(QartodFlag.MISSING)
 UNSURE = np.uint8(0x80)  # added to a flag by a fast kernel that leaves the exact decision to a slower one
 
 NS_PER_S = 1_000_000_000
