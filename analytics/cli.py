@@ -26,7 +26,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from analytics.csvqc import run_csv
-from pilotwatch.common_cli import common_settings, moment
+from pilotwatch.common_cli import common_settings, influx_flags, moment
 
 LONG_FILE_BYTES = 5_000_000
 """Files larger than this show a progress bar (on stderr)."""
@@ -85,7 +85,7 @@ def service_settings(args: argparse.Namespace) -> Any:
 
     return AnalyticsSettings.for_command(
         common_settings(args),
-        influx={"url": getattr(args, "influx_url", None), "database": getattr(args, "database", None)},
+        influx=influx_flags(args),
         state_dir=getattr(args, "state_dir", None),
     )
 

@@ -19,7 +19,7 @@ from typing import Any
 from rich.console import Console
 
 from notify.cli import register as register_notify
-from pilotwatch.common_cli import common_settings, moment
+from pilotwatch.common_cli import common_settings, influx_flags, moment
 
 
 def register(subparsers: Any) -> None:
@@ -54,7 +54,7 @@ def service_settings(args: argparse.Namespace) -> Any:
 
     return AlertSettings.for_command(
         common_settings(args),
-        influx={"url": getattr(args, "influx_url", None), "database": getattr(args, "database", None)},
+        influx=influx_flags(args),
         state_dir=getattr(args, "state_dir", None),
     )
 

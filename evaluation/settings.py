@@ -52,11 +52,11 @@ class EvaluationSettings(ServiceSettings):
 
 def evaluation_settings(args: argparse.Namespace) -> EvaluationSettings:
     """Flags over ``PILOTWATCH_EVALUATION_*`` over the local stack of ``--home``."""
-    from pilotwatch.common_cli import common_settings  # noqa: PLC0415
+    from pilotwatch.common_cli import common_settings, influx_flags  # noqa: PLC0415
 
     return EvaluationSettings.for_command(
         common_settings(args),
-        influx={"url": getattr(args, "influx_url", None), "database": getattr(args, "database", None)},
+        influx=influx_flags(args),
         qc=QCAcceptance.GOOD_OR_SUSPECT if getattr(args, "include_suspect", False) else None,
         replicates=getattr(args, "replicates", None),
     )

@@ -18,6 +18,11 @@ def common_settings(args: argparse.Namespace) -> CommonSettings:
     return CommonSettings(**overrides)
 
 
+def influx_flags(args: argparse.Namespace) -> dict[str, str | None]:
+    """``--influx-url`` and ``--database`` as the ``influx`` sub-model's values (None where not given)."""
+    return {"url": getattr(args, "influx_url", None), "database": getattr(args, "database", None)}
+
+
 def port(text: str) -> int:
     """argparse type for a TCP port, with an error that says what is allowed."""
     try:
