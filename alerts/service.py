@@ -14,17 +14,21 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
+import httpx
+
 from alerts.engine import Engine, PassReport, alert_lines
 from alerts.settings import AlertSettings
 from alerts.source import read_points, read_statuses
 from alerts.store import AlertStore
+from pilotwatch.influx_writer import raise_for_write
 from pilotwatch.manifest import Manifest
+from pilotwatch.outage import Outage, Recovery, ride_through
 
 
 class InfluxClient(Protocol):
     def query(self, q: str, epoch: str = "ms") -> list[dict[str, Any]]: ...
 
-    def write_lines(self, lines: Any, precision: str = "ms") -> Any: ...
+    def write_lines(self, lines: Any, precision: str = "ms") -> httpx.Response: ...
 
     def close(self) -> None: ...
 
@@ -41,8 +45,12 @@ class AlertService:
         *,
         client_factory: Callable[[AlertSettings], InfluxClient] = influx_client,
         clock: Callable[[], float] = time.time,
+        on_outage: Callable[[Outage], None] = lambda _outage: None,
+        on_recovery: Callable[[Recovery], None] = lambda _recovery: None,
     ) -> None:
         self.settings = settings
+        self.on_outage = on_outage
+        self.on_recovery = on_recovery
         self.manifest = manifest
         self._client_factory = client_factory
         self._clock = clock
@@ -106,19 +114,18 @@ class AlertService:
         rows = self.store.unsynced()
         if not rows:
             return 0
-        response = self._client.write_lines(alert_lines(rows), precision="ms")
-        status = getattr(response, "status_code", 204)
-        if status >= 300:
-            raise RuntimeError(f"InfluxDB refused the alert points ({status}): {getattr(response, 'text', '')[:300]}")
+        raise_for_write(self._client.write_lines(alert_lines(rows), precision="ms"), "alert points")
         self.store.mark_synced([(r["alert_id"], r["updated_ms"]) for r in rows])
         return len(rows)
 
     def run_forever(self, stop: threading.Event, on_pass: Callable[[PassReport], None] | None = None) -> int:
+        """Pass every ``interval_s`` until ``stop`` is set, riding through InfluxDB outages: a pass that failed
+        is simply run again (its decisions are committed or not at all; unsynced alerts are written next time)."""
         with self:
             while not stop.is_set():
                 started = self._clock()
-                report = self.step()
-                if on_pass is not None:
+                report = ride_through(self.step, stop, on_outage=self.on_outage, on_recovery=self.on_recovery)
+                if report is not None and on_pass is not None:
                     on_pass(report)
                 stop.wait(max(0.0, self.settings.interval_s - (self._clock() - started)))
         return 0

@@ -114,24 +114,34 @@ def run_service(args: argparse.Namespace) -> int:
         if s["unconfigured"]:
             err.print(f"[yellow]not in the manifest, not evaluated:[/] {', '.join(s['unconfigured'])}", highlight=False)
 
-    service = AnalyticsService(settings, manifest)
-    if args.since is not None:
-        until = args.until if args.until is not None else int(dt.datetime.now(dt.UTC).timestamp() * 1000)
-        with service:
-            show(service.evaluate(args.since, until))
-        return 0
-    if args.once:
-        with service:
-            show(service.step())
-        return 0
-    err.print(
-        f"analytics: InfluxDB {settings.influx.url} db {settings.influx.database}, every {settings.interval_s:g} s, "
-        f"late window {settings.late_window_s:g} s; checkpoint {settings.state_file}",
-        highlight=False,
+    service = AnalyticsService(
+        settings,
+        manifest,
+        on_outage=lambda outage: err.print(outage.describe("analytics"), highlight=False),
+        on_recovery=lambda recovery: err.print(recovery.describe("analytics"), highlight=False),
     )
     stop = threading.Event()
     previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
+        if args.since is not None:
+            until = args.until if args.until is not None else int(dt.datetime.now(dt.UTC).timestamp() * 1000)
+            with service:
+                report = service.evaluate(args.since, until, stop)
+            show(report)
+            if report.stopped_early:
+                err.print("analytics: stopped before the window was done; run it again to continue", highlight=False)
+                return 1
+            return 0
+        if args.once:
+            with service:
+                show(service.step(stop))
+            return 0
+        err.print(
+            f"analytics: InfluxDB {settings.influx.url} db {settings.influx.database}, "
+            f"every {settings.interval_s:g} s, late window {settings.late_window_s:g} s; "
+            f"checkpoint {settings.state_file}",
+            highlight=False,
+        )
         return service.run_forever(stop, on_pass=show)
     except KeyboardInterrupt:
         return 0

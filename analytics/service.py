@@ -32,6 +32,7 @@ Three layers:
 
 from __future__ import annotations
 
+import functools
 import math
 import threading
 import time
@@ -41,6 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+import httpx
 import numpy as np
 import numpy.typing as npt
 from pydantic import SecretStr
@@ -58,7 +60,9 @@ from analytics.stream import (
     series_state_dict,
     write_checkpoint,
 )
+from pilotwatch.influx_writer import raise_for_write
 from pilotwatch.manifest import Manifest, Sensor
+from pilotwatch.outage import Outage, Recovery, ride_through
 from pilotwatch.qc_config import FlatLine, GrossRange, Labels, ParameterQC
 from pilotwatch.schema import SERIES_TAGS, Measurement, QartodFlag, line
 from pilotwatch.settings import InfluxConnection
@@ -78,7 +82,7 @@ no healthy sensor of the pilots, with noise above its resolution, does that."""
 class InfluxClient(Protocol):
     def query(self, q: str, epoch: str = "ms") -> list[dict[str, Any]]: ...
 
-    def write_lines(self, lines: Iterable[str], precision: str = "ms") -> Any: ...
+    def write_lines(self, lines: Iterable[str], precision: str = "ms") -> httpx.Response: ...
 
 
 class InfluxClosable(InfluxClient, Protocol):
@@ -144,6 +148,8 @@ class RunReport:
     """Readings per label: good, fault, event."""
     unconfigured: set[str] = field(default_factory=set)
     """Series in InfluxDB with no sensor in the manifest (``device/sensor``); not evaluated."""
+    stopped_early: bool = False
+    """A stop came before the whole window was evaluated (what was done is checkpointed)."""
 
     def add(self, other: RunReport) -> None:
         self.series = max(self.series, other.series)
@@ -156,6 +162,7 @@ class RunReport:
         self.anomalies += other.anomalies
         self.labels.update(other.labels)
         self.unconfigured |= other.unconfigured
+        self.stopped_early |= other.stopped_early
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -168,6 +175,7 @@ class RunReport:
             "anomalies": self.anomalies,
             "labels": dict(sorted(self.labels.items())),
             "unconfigured": sorted(self.unconfigured),
+            "stopped_early": self.stopped_early,
         }
 
 
@@ -353,10 +361,7 @@ class QCService:
             report.sites.add(site)
             lines += self._label_and_format(site[1], series, battery, report)
         for lo in range(0, len(lines), WRITE_BATCH):
-            response = self.client.write_lines(lines[lo : lo + WRITE_BATCH], precision="ms")
-            status = getattr(response, "status_code", 204)
-            if status >= 300:
-                raise RuntimeError(f"InfluxDB refused the qc points ({status}): {getattr(response, 'text', '')[:300]}")
+            raise_for_write(self.client.write_lines(lines[lo : lo + WRITE_BATCH], precision="ms"), "qc points")
         report.points_written = len(lines)
         return report
 
@@ -444,8 +449,12 @@ class AnalyticsService:
         *,
         client_factory: Callable[[AnalyticsSettings], InfluxClosable] = influx_client,
         clock: Callable[[], float] = time.time,
+        on_outage: Callable[[Outage], None] = lambda _outage: None,
+        on_recovery: Callable[[Recovery], None] = lambda _recovery: None,
     ) -> None:
         self.settings = settings
+        self.on_outage = on_outage
+        self.on_recovery = on_recovery
         self.manifest = manifest
         self.config = manifest_config(manifest)
         if settings.context_s < BASELINE_WINDOW_S + settings.agreement_window_s:
@@ -506,26 +515,54 @@ class AnalyticsService:
             return
         write_checkpoint(self.settings.state_file, Checkpoint(self.since_ms, self._qc.state_dict()))
 
-    def evaluate(self, start_ms: int, end_ms: int) -> RunReport:
+    def evaluate(self, start_ms: int, end_ms: int, stop: threading.Event | None = None) -> RunReport:
         """Evaluate readings with ``start_ms <= t < end_ms`` (and re-evaluate the unsettled tail before them)
-        in steps of at most ``max_window_s``, checkpointing after each step."""
+        in steps of at most ``max_window_s``, checkpointing after each step.
+
+        While InfluxDB is unavailable a step is retried from the last checkpoint (:mod:`pilotwatch.outage`);
+        when ``stop`` is set during an outage the report so far is returned, everything in it checkpointed."""
         if end_ms <= start_ms:
             raise ValueError(f"the window is empty: end {end_ms} <= start {start_ms} (ms)")
+        stop = stop or threading.Event()
         self.open()
-        assert self._qc is not None
         if self.since_ms is None:
             self.since_ms = start_ms - 1
         step = round(self.settings.max_window_s * 1000)
         report = RunReport()
         until = start_ms - 1
         while until < end_ms - 1:
+            if stop.is_set():
+                report.stopped_early = True
+                break
             until = min(until + step, end_ms - 1)
             final = until >= end_ms - 1
-            report.add(self._qc.run_once(self.since_ms, until, final=final, count_from_ms=start_ms))
-            self.save()
+            done = ride_through(
+                functools.partial(self._evaluate_step, until, final, start_ms),
+                stop,
+                reset=self._reopen,
+                on_outage=self.on_outage,
+                on_recovery=self.on_recovery,
+            )
+            if done is None:
+                report.stopped_early = True
+                break
+            report.add(done)
         return report
 
-    def step(self) -> RunReport:
+    def _evaluate_step(self, until_ms: int, final: bool, count_from_ms: int) -> RunReport:
+        self.open()
+        assert self._qc is not None
+        assert self.since_ms is not None
+        report = self._qc.run_once(self.since_ms, until_ms, final=final, count_from_ms=count_from_ms)
+        self.save()
+        return report
+
+    def _reopen(self) -> None:
+        """Forget what a failed step changed in memory: the next step starts from the checkpoint."""
+        self.close()
+        self.open()
+
+    def step(self, stop: threading.Event | None = None) -> RunReport:
         """One live pass: everything up to now (the first pass reaches back ``start_lookback_s``)."""
         self.open()
         assert self._qc is not None
@@ -535,14 +572,14 @@ class AnalyticsService:
             start = now_ms - round(self.settings.start_lookback_s * 1000) if self.since_ms is None else self.since_ms
         else:
             start = horizon + 1
-        return self.evaluate(min(start, now_ms), now_ms + 1)
+        return self.evaluate(min(start, now_ms), now_ms + 1, stop)
 
     def run_forever(self, stop: threading.Event, on_pass: Callable[[RunReport], None] | None = None) -> int:
-        """Pass every ``interval_s`` until ``stop`` is set; 0 on a clean stop."""
+        """Pass every ``interval_s`` until ``stop`` is set, riding through InfluxDB outages; 0 on a clean stop."""
         with self:
             while not stop.is_set():
                 started = self._clock()
-                report = self.step()
+                report = self.step(stop)
                 if on_pass is not None:
                     on_pass(report)
                 stop.wait(max(0.0, self.settings.interval_s - (self._clock() - started)))

@@ -83,7 +83,12 @@ def run_service(args: argparse.Namespace) -> int:
         else:
             err.print(f"alerts: {summary}", highlight=False)
 
-    service = AlertService(settings, manifest)
+    service = AlertService(
+        settings,
+        manifest,
+        on_outage=lambda outage: err.print(outage.describe("alerts"), highlight=False),
+        on_recovery=lambda recovery: err.print(recovery.describe("alerts"), highlight=False),
+    )
     if args.once:
         with service:
             show(service.step())

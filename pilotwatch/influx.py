@@ -21,6 +21,15 @@ class InfluxQueryError(RuntimeError):
     pass
 
 
+class InfluxUnavailableError(InfluxQueryError):
+    """InfluxDB answered 429 or 5xx, or could not be reached: a condition that passes, unlike a bad query."""
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    """True when ``exc`` means InfluxDB is away for now (a retry later may succeed), not that a request is wrong."""
+    return isinstance(exc, InfluxUnavailableError | httpx.TransportError)
+
+
 def quote_ident(name: str) -> str:
     return '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
@@ -87,6 +96,8 @@ class InfluxV1:
 
     @staticmethod
     def _result(response: httpx.Response, q: str) -> dict[str, Any]:
+        if response.status_code == 429 or response.status_code >= 500:
+            raise InfluxUnavailableError(f"InfluxDB answered {response.status_code} to {q!r}: {response.text[:300]}")
         if response.status_code >= 400:
             raise InfluxQueryError(f"InfluxDB answered {response.status_code} to {q!r}: {response.text[:300]}")
         body: dict[str, Any] = response.json()

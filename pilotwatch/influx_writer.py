@@ -28,7 +28,7 @@ from typing import Any, Protocol
 
 import httpx
 
-from pilotwatch.influx import InfluxV1
+from pilotwatch.influx import InfluxUnavailableError, InfluxV1
 
 
 class Outcome(enum.StrEnum):
@@ -92,6 +92,22 @@ def classify_status(status: int, body: str, retry_after: str | None) -> WriteRes
     if status == 429 or status >= 500:
         return WriteResult(Outcome.RETRY, status, detail, parse_retry_after(retry_after))
     return WriteResult(Outcome.FATAL, status, f"unexpected answer {status} from InfluxDB: {detail}")
+
+
+class WriteRefusedError(RuntimeError):
+    """InfluxDB refused written lines for a reason a retry cannot fix (bad lines, credentials, no database)."""
+
+
+def raise_for_write(response: httpx.Response, what: str) -> None:
+    """Return when a ``/write`` answer says the lines landed; raise :class:`InfluxUnavailableError` when a retry later
+    may succeed (429, 5xx) and :class:`WriteRefusedError` otherwise. ``what`` names the lines in the message."""
+    result = classify_status(response.status_code, response.text, response.headers.get("Retry-After"))
+    if result.outcome is Outcome.OK:
+        return
+    message = f"InfluxDB did not store the {what} ({result.status}): {result.detail[:300]}"
+    if result.outcome is Outcome.RETRY:
+        raise InfluxUnavailableError(message)
+    raise WriteRefusedError(message)
 
 
 class V1Writer:

@@ -294,16 +294,20 @@ class Analytics(ServiceUnderTest):
         done = self._command(world, "reference", world.tmp / "analytics-reference")
         assert done.wait(300) == 0
 
-    def _command(self, world: World, database: str, state_dir: Path) -> subprocess.Popen[bytes]:
+    def _command(
+        self, world: World, database: str, state_dir: Path, log: Path | None = None
+    ) -> subprocess.Popen[bytes]:
         start, end = world.extra["window"]
         env = {**world.env(), "PILOTWATCH_ANALYTICS_MAX_WINDOW_S": "3600"}
-        return subprocess.Popen(
-            [
-                sys.executable, "-m", "commands.cli", "analytics", "run", "--since", iso(start), "--until", iso(end),
-                "--influx-url", world.stack.config.influx_url, "--database", database, "--state-dir", str(state_dir),
-            ],
-            cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
+        with log.open("ab") if log is not None else open(os.devnull, "wb") as stderr:  # noqa: PTH123
+            return subprocess.Popen(
+                [
+                    sys.executable, "-m", "commands.cli", "analytics", "run", "--since", iso(start),
+                    "--until", iso(end), "--influx-url", world.stack.config.influx_url, "--database", database,
+                    "--state-dir", str(state_dir),
+                ],
+                cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=stderr,
+            )  # fmt: skip
 
     def start(self, world: World) -> subprocess.Popen[bytes]:
         return self._command(world, world.stack.config.database, world.tmp / "analytics")
@@ -411,3 +415,58 @@ def test_influxdb_outage_under_load_loses_nothing(world: World) -> None:
         pump.close()
         ingest.send_signal(signal.SIGTERM)
         ingest.wait(30)
+
+
+def log_says(path: Path, text: str) -> bool:
+    return path.exists() and text in path.read_text(errors="replace")
+
+
+@pytest.mark.timeout(OUTAGE_S + 300)
+def test_analytics_and_alert_engine_ride_through_an_influxdb_outage(world: World) -> None:
+    """InfluxDB killed while analytics is part-way through a day of QC and the alert engine is passing: both stay
+    up and say so, both carry on when it is back, and the flags are those of an uninterrupted run."""
+    analytics = Analytics()
+    proc: subprocess.Popen[bytes] | None = None
+    engine: subprocess.Popen[bytes] | None = None
+    analytics_log, engine_log = world.tmp / "analytics.log", world.tmp / "alerts.log"
+    try:
+        analytics.prepare(world)
+        engine_env = {**world.env(), "PILOTWATCH_ALERTS_INTERVAL_S": "0.5"}
+        with engine_log.open("ab") as log:
+            engine = subprocess.Popen(
+                [
+                    sys.executable, "-m", "commands.cli", "alerts", "run", "--influx-url",
+                    world.stack.config.influx_url, "--database", world.stack.config.database,
+                    "--state-dir", str(world.tmp / "alerts"),
+                ],
+                cwd=REPO, env=engine_env, stdout=subprocess.DEVNULL, stderr=log,
+            )  # fmt: skip
+        proc = analytics._command(world, world.stack.config.database, world.tmp / "analytics", analytics_log)
+        wait_until(lambda: analytics.busy(world), 120, "analytics to be busy")
+        assert not analytics.complete(world), "the outage came too late to interrupt anything"
+        world.stack.stop_service("influxd")
+        for what, p, log_file in (("analytics", proc, analytics_log), ("the engine", engine, engine_log)):
+            wait_until(
+                lambda p=p, log_file=log_file: log_says(log_file, "InfluxDB unavailable") or p.poll() is not None,
+                60,
+                f"{what} to report the outage",
+            )
+        time.sleep(OUTAGE_S)
+        assert proc.poll() is None, analytics_log.read_text()
+        assert engine.poll() is None, engine_log.read_text()
+        world.stack.start_service("influxd")
+        assert proc.wait(300) == 0, analytics_log.read_text()
+        assert log_says(analytics_log, "InfluxDB is back")
+        analytics.verify(world)
+        wait_until(lambda: log_says(engine_log, "InfluxDB is back"), 120, "the engine to carry on")
+        assert engine.poll() is None
+        engine.send_signal(signal.SIGTERM)
+        assert engine.wait(30) == 0
+    finally:
+        for p in (proc, engine):
+            if p is not None and p.poll() is None:
+                p.kill()
+                p.wait(10)
+        if not world.stack.status()["influxd"]["running"]:
+            world.stack.start_service("influxd")  # so the failure shown is the test's, not the clean-up's
+        analytics.close(world)
