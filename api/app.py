@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 
 from api import errors
 from api.keys import KeyStore
@@ -50,7 +51,11 @@ def create_app(
                 app.state.alerts = None
             influx.close()
 
-    app = FastAPI(
+    # FastAPIOffline serves /docs with Swagger UI from the package itself: FastAPI's own page loads it from a CDN,
+    # and a city server or an operator's laptop on a site network often has no internet. No /redoc: its bundle
+    # still fetches a logo from its CDN.
+    app = FastAPIOffline(
+        redoc_url=None,
         title="pilotwatch API",
         version=__version__,
         description="Live site data, device health and evaluation exports of the city pilots. "

@@ -25,6 +25,7 @@ from edge.settings import EdgeSettings
 from firmware_sim.agents import simulated_agent
 from firmware_sim.fleet import SimulatedFleet
 from ingest.settings import IngestSettings
+from notify.settings import NotifySettings
 from pilotwatch.manifest import Manifest
 from pilotwatch.settings import ServiceSettings
 from pilotwatch.wire import ack_topic, decode_readings, device_client_id, readings_topic, status_topic
@@ -73,7 +74,7 @@ def project_services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 def test_project_services_are_built_here_and_run_real_subcommands(compose: dict[str, Any]) -> None:
     services = project_services(compose)
-    assert set(services) == {"ingest", "api", "analytics", "alerts"}
+    assert set(services) == {"ingest", "api", "analytics", "alerts", "notify"}
     parser = build_parser()
     for name, svc in services.items():
         command = svc["command"]
@@ -297,9 +298,19 @@ def test_the_edge_agent_publishes_over_tls_with_its_own_credentials(
     assert connack(device, "wrong-password", server.tls_port, tls_files / "ca.crt").is_failure
 
 
+def stand_in(variable: str) -> str:
+    return "https://pilotwatch.city.example.org" if variable.endswith("_URL") else "a1b2c3d4e5f6a7b8"
+
+
 @pytest.mark.parametrize(
     ("service", "settings_class"),
-    [("ingest", IngestSettings), ("api", ApiSettings), ("analytics", AnalyticsSettings), ("alerts", AlertSettings)],
+    [
+        ("ingest", IngestSettings),
+        ("api", ApiSettings),
+        ("analytics", AnalyticsSettings),
+        ("alerts", AlertSettings),
+        ("notify", NotifySettings),
+    ],
 )
 def test_every_service_variable_names_a_real_setting(
     compose: dict[str, Any], service: str, settings_class: type[ServiceSettings], monkeypatch: pytest.MonkeyPatch
@@ -308,8 +319,9 @@ def test_every_service_variable_names_a_real_setting(
     prefix = f"PILOTWATCH_{service.upper()}_"
     given: dict[tuple[str, ...], str] = {}
     for name, raw in compose["services"][service]["environment"].items():
-        # ${VAR:?message} is a secret from .env: any real-looking value; ${VAR:-default}: its default.
-        value = VAR.sub(lambda m: m.group(3) if m.group(2) == ":-" else "a1b2c3d4e5f6a7b8", str(raw))
+        # ${VAR:?message} is required from .env: any real-looking value (an address for a URL); ${VAR:-default}:
+        # its default.
+        value = VAR.sub(lambda m: m.group(3) if m.group(2) == ":-" else stand_in(m.group(1)), str(raw))
         if name.startswith(prefix):
             given[tuple(name[len(prefix) :].lower().split("__"))] = value
         monkeypatch.setenv(name, value)

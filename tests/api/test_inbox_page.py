@@ -4,49 +4,17 @@ changes its state in the API."""
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 from playwright.sync_api import sync_playwright
 
-from api.app import create_app
 from api.settings import ApiSettings
 from pilotwatch.alerting import ALERT_STORE_FILE
 from pilotwatch.manifest import Manifest
-from tests.api.conftest import Keys
+from tests.api.conftest import CHROMIUM, Keys
 from tests.api.test_alerts_api import decide_alerts
-
-CHROMIUM = "/usr/bin/chromium"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@pytest.fixture
-def served(settings: ApiSettings, manifest: Manifest, keys: Keys) -> Iterator[str]:
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(settings, manifest=manifest), host="127.0.0.1", port=port, log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        if time.monotonic() > deadline:
-            pytest.fail("uvicorn did not start")
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(10)
 
 
 def test_inbox_shows_the_alert_and_acknowledges_it(
