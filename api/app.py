@@ -15,6 +15,7 @@ from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 
 from api import errors
+from api.evaluation_cache import EvaluationCache
 from api.keys import KeyStore
 from api.routes import ack_link, alerts, devices, evaluation, export, health, inbox, series, sites
 from api.settings import ApiSettings
@@ -71,6 +72,7 @@ def create_app(
     app.state.alerts = None  # the alert engine's store, opened by the first request that needs it
     app.state.alerts_lock = threading.Lock()
     app.state.alerts_path = settings.alerts_state_dir / ALERT_STORE_FILE
+    app.state.evaluations = EvaluationCache(settings.evaluation_cache_s)
 
     errors.install(app)
     app.include_router(health.router)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Self
 
-from pydantic import SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from pilotwatch.settings import (
@@ -54,6 +54,9 @@ class ApiSettings(ServiceSettings):
     export_timeout_s: float = 900.0
     """An export that has streamed this long stops, with a closing line that says so (the file is marked
     incomplete, never silently cut)."""
+    evaluation_cache_s: float = Field(default=900.0, ge=0, le=86_400)
+    """A city's evaluation is computed once and served from memory this long (0: computed on every request);
+    the answer's ``as_of`` says when it was computed."""
     health_timeout_s: float = 5.0
     """``/health`` answers "degraded" when InfluxDB's ping takes longer than this."""
     shutdown_timeout_s: int = 10

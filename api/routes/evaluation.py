@@ -8,21 +8,24 @@ folder and streams it as a zip in chunks; the folder is removed when the stream 
 Both need the evaluator (or admin) role and a key that may read **every** site of the city, since an evaluation
 compares the city's sites with each other (impact against control). Unknown city: 404; a site out of scope: 403
 naming it. The numbers come from :func:`evaluation.evaluate.evaluate_city`, the evaluation service's public
-function, reading InfluxDB through the API's own client.
+function, reading InfluxDB through the API's own client, computed once per ``evaluation_cache_s``
+(:mod:`api.evaluation_cache`); ``as_of`` in the estimates says when.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Query, status
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
 from fastapi.responses import StreamingResponse
 
 from api.deps import EvaluatorKey, ManifestDep, SettingsDep, StoreDep, site_in_scope
+from api.evaluation_cache import EvaluationCache
 from evaluation.bootstrap import BlockScheme
 from evaluation.estimators import BootstrapConfig
 from evaluation.evaluate import DEFAULT_MIN_COVERAGE, CityEvaluation, evaluate_city
@@ -51,20 +54,32 @@ Scheme = Annotated[BlockScheme, Query(description="block bootstrap: stationary (
 
 
 def _evaluate(
-    *, manifest: ManifestDep, store: StoreDep, city: City, qc: QCAcceptance, replicates: int, scheme: BlockScheme
+    request: Request,
+    *,
+    manifest: ManifestDep,
+    store: StoreDep,
+    city: City,
+    qc: QCAcceptance,
+    replicates: int,
+    scheme: BlockScheme,
 ) -> CityEvaluation:
-    return evaluate_city(
-        manifest,
-        city.id,
-        influx_loader(store.influx),
-        acceptance=qc,
-        config=BootstrapConfig(replicates=replicates, scheme=scheme),
-        min_coverage=DEFAULT_MIN_COVERAGE,
+    cache: EvaluationCache = request.app.state.evaluations
+    return cache.get(
+        (city.id, qc, replicates, scheme),
+        lambda: evaluate_city(
+            manifest,
+            city.id,
+            influx_loader(store.influx),
+            acceptance=qc,
+            config=BootstrapConfig(replicates=replicates, scheme=scheme),
+            min_coverage=DEFAULT_MIN_COVERAGE,
+        ),
     )
 
 
 @router.get("/{city_id}/estimates")
 def estimates(
+    request: Request,
     *,
     manifest: ManifestDep,
     store: StoreDep,
@@ -73,9 +88,10 @@ def estimates(
     replicates: Replicates = 2000,
     scheme: Scheme = BlockScheme.STATIONARY,
 ) -> dict[str, Any]:
-    ev = _evaluate(manifest=manifest, store=store, city=city, qc=qc, replicates=replicates, scheme=scheme)
+    ev = _evaluate(request, manifest=manifest, store=store, city=city, qc=qc, replicates=replicates, scheme=scheme)
     return {
         "city": city.id,
+        "as_of": dt.datetime.fromtimestamp(ev.as_of_ms / 1000, dt.UTC).isoformat(timespec="milliseconds"),
         "qc_flags_used": sorted(ev.acceptance.flags),
         "bootstrap": {"scheme": scheme.value, "replicates": replicates, "seed": ev.config.seed},
         "coverage_threshold": ev.min_coverage,
@@ -87,6 +103,7 @@ def estimates(
 
 @router.get("/{city_id}/pack.zip", response_class=StreamingResponse)
 def pack(
+    request: Request,
     *,
     manifest: ManifestDep,
     store: StoreDep,
@@ -96,7 +113,7 @@ def pack(
     replicates: Replicates = 2000,
     scheme: Scheme = BlockScheme.STATIONARY,
 ) -> StreamingResponse:
-    ev = _evaluate(manifest=manifest, store=store, city=city, qc=qc, replicates=replicates, scheme=scheme)
+    ev = _evaluate(request, manifest=manifest, store=store, city=city, qc=qc, replicates=replicates, scheme=scheme)
     folder = Path(tempfile.mkdtemp(prefix=f"pilotwatch-pack-{city.id}-"))
     try:
         write_pack(

@@ -5,9 +5,11 @@ from __future__ import annotations
 import io
 import json
 import subprocess
+import threading
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -22,11 +24,9 @@ from tests.evaluation.conftest import TRUE_DO_EFFECT, EvaluationStore
 FAST = {"replicates": 99}
 
 
-@pytest.fixture(scope="module")
-def api(
-    evaluation_store: EvaluationStore, tmp_path_factory: pytest.TempPathFactory
+def serve(
+    evaluation_store: EvaluationStore, folder: Path, **settings: Any
 ) -> Iterator[tuple[TestClient, dict[str, str]]]:
-    folder = tmp_path_factory.mktemp("api")
     store = KeyStore(folder / "keys.yaml")
     keys = {}
     for name, role, cities, sites in (
@@ -37,12 +37,20 @@ def api(
         _, keys[name] = store.add(
             ApiKeyCreate(name=name, role=role, cities=cities, sites=sites), evaluation_store.manifest
         )
-    settings = ApiSettings(
+    api_settings = ApiSettings(
         influx={"url": evaluation_store.influx_url, "database": evaluation_store.database},
         keys_file=folder / "keys.yaml",
+        **settings,
     )
-    with TestClient(create_app(settings, manifest=evaluation_store.manifest)) as client:
+    with TestClient(create_app(api_settings, manifest=evaluation_store.manifest)) as client:
         yield client, keys
+
+
+@pytest.fixture(scope="module")
+def api(
+    evaluation_store: EvaluationStore, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[TestClient, dict[str, str]]]:
+    yield from serve(evaluation_store, tmp_path_factory.mktemp("api"))
 
 
 def test_estimates_json_finds_the_effect(api: tuple[TestClient, dict[str, str]]) -> None:
@@ -112,3 +120,33 @@ def test_bad_query_is_refused(api: tuple[TestClient, dict[str, str]]) -> None:
     )
     assert response.status_code == 422
     assert "replicates" in response.json()["detail"]
+
+
+def as_of(client: TestClient, key: str, replicates: int) -> str:
+    response = client.get(
+        "/evaluation/bangkok/estimates", params={"replicates": replicates}, headers={API_KEY_HEADER: key}
+    )
+    assert response.status_code == 200, response.text
+    return str(response.json()["as_of"])
+
+
+def test_an_evaluation_is_computed_once_and_served_again(api: tuple[TestClient, dict[str, str]]) -> None:
+    """Concurrent and repeated requests for the same evaluation share one computation (one ``as_of``); other
+    bootstrap settings are another evaluation."""
+    client, keys = api
+    results: list[str] = []
+    threads = [threading.Thread(target=lambda: results.append(as_of(client, keys["eval-bkk"], 101))) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert len(results) == 3
+    assert len(set(results)) == 1
+    assert as_of(client, keys["eval-bkk"], 101) == results[0]
+    assert as_of(client, keys["eval-bkk"], 103) > results[0]
+
+
+def test_without_a_cache_every_request_computes(evaluation_store: EvaluationStore, tmp_path: Path) -> None:
+    for client, keys in serve(evaluation_store, tmp_path, evaluation_cache_s=0):
+        first = as_of(client, keys["eval-bkk"], 99)
+        assert as_of(client, keys["eval-bkk"], 99) > first
