@@ -72,7 +72,7 @@ def create_app(
     app.state.alerts = None  # the alert engine's store, opened by the first request that needs it
     app.state.alerts_lock = threading.Lock()
     app.state.alerts_path = settings.alerts_state_dir / ALERT_STORE_FILE
-    app.state.evaluations = EvaluationCache(settings.evaluation_cache_s)
+    app.state.evaluations = EvaluationCache[object](settings.evaluation_cache_s)
 
     errors.install(app)
     app.include_router(health.router)

@@ -14,17 +14,20 @@ import threading
 import time
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
-from evaluation.evaluate import CityEvaluation
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
-class _Entry:
+class _Entry(Generic[T]):
     made_at: float
-    evaluation: CityEvaluation
+    evaluation: T
 
 
-class EvaluationCache:
+class EvaluationCache(Generic[T]):
+    """Generic in what it keeps, so the API's own modules need not import the evaluation service for it."""
+
     def __init__(self, ttl_s: float, max_entries: int = 16, clock: Callable[[], float] = time.monotonic) -> None:
         if ttl_s < 0:
             raise ValueError(f"ttl_s must be >= 0, got {ttl_s}")
@@ -33,11 +36,11 @@ class EvaluationCache:
         self.ttl_s = ttl_s
         self.max_entries = max_entries
         self._clock = clock
-        self._entries: dict[Hashable, _Entry] = {}
+        self._entries: dict[Hashable, _Entry[T]] = {}
         self._computing: dict[Hashable, threading.Lock] = {}
         self._guard = threading.Lock()
 
-    def get(self, key: Hashable, compute: Callable[[], CityEvaluation]) -> CityEvaluation:
+    def get(self, key: Hashable, compute: Callable[[], T]) -> T:
         """The cached evaluation for ``key`` when it is younger than ``ttl_s``, else ``compute()``'s."""
         with self._guard:
             lock = self._computing.setdefault(key, threading.Lock())

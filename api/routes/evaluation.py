@@ -63,7 +63,7 @@ def _evaluate(
     replicates: int,
     scheme: BlockScheme,
 ) -> CityEvaluation:
-    cache: EvaluationCache = request.app.state.evaluations
+    cache: EvaluationCache[CityEvaluation] = request.app.state.evaluations
     return cache.get(
         (city.id, qc, replicates, scheme),
         lambda: evaluate_city(
