@@ -16,7 +16,8 @@ why the window is minutes long and the alert needs the offset to hold for a dura
 The window runs on ingest's receive time and is kept as :data:`BUCKETS` buckets, each holding the smallest lag
 received in it, so the memory per device is fixed whatever the message rate, and the state is a short JSON list
 in the gap ledger (:mod:`ingest.ledger`). A clock that jumps *ahead* shows at the next message (its lag is the
-new minimum); one that jumps *back* shows once the buckets from before the jump have left the window.
+new minimum); one that jumps *back*, or one set right after running ahead, shows once the buckets from before the
+change have left the window (a lag that grows is, message by message, indistinguishable from a slower link).
 """
 
 from __future__ import annotations
@@ -41,10 +42,10 @@ def bucket_ms(window_ms: int) -> int:
 
 def add_lag(buckets: Sequence[Bucket], received_ms: int, lag_ms: int, window_ms: int) -> list[Bucket]:
     """The buckets after one message received at ``received_ms`` with ``lag_ms = received - sent``; buckets that
-    left the window (measured from the newest receive time) are dropped."""
+    left the window (starting ``window_ms`` or more before the newest bucket's start) are dropped."""
     width = bucket_ms(window_ms)
     start = received_ms - received_ms % width
-    newest = max([received_ms, *(s for s, _ in buckets)])
+    newest = max([start, *(s for s, _ in buckets)])
     out = [b for b in buckets if b[0] > newest - window_ms]
     for i, (s, low) in enumerate(out):
         if s == start:
