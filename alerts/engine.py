@@ -231,10 +231,12 @@ class Engine:
                 if slast is None or newest is None:
                     continue
                 skey = f"{dkey}|{sensor}"
+                # Both observations on the device's clock: the time at which the sensor falls behind, and the
+                # device's newest sample while it has not (never after a TRIGGER that came before it).
                 if newest - slast > after:
                     out.append((RuleId.SENSOR_SILENT, skey, Observation(slast + after + 1, Condition.TRIGGER)))
                 else:
-                    out.append((RuleId.SENSOR_SILENT, skey, Observation(now_ms, Condition.CLEAR)))
+                    out.append((RuleId.SENSOR_SILENT, skey, Observation(newest, Condition.CLEAR)))
         return out
 
     def _new_alert(self, rule: Rule, series: str, event: Event, support: list[dict[str, object]]) -> NewAlert:

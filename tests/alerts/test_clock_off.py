@@ -1,4 +1,6 @@
-"""Device clocks on the real stack: test devices publish wire messages → Mosquitto → ingest (measures each
+"""Device clocks. The engine over a real SQLite store: ``device.clock_off`` from ``delivery`` points with its
+hysteresis, silence judged on arrival (and persisted across a restart), sensor silence against the device's own
+clock. Then on the real stack: test devices publish wire messages → Mosquitto → ingest (measures each
 device's clock offset, publishes it in ``delivery``) → InfluxDB → analytics (qc) → the alert engine.
 
 Ingest and the engine share one test clock that moves in 5-minute steps (the devices stamp it plus their own
@@ -22,9 +24,11 @@ from pathlib import Path
 
 import pytest
 
-from alerts.rules import RuleId
+from alerts.engine import Engine
+from alerts.rules import Delivery, Point, RuleConfig, RuleId, rules_from_manifest
 from alerts.service import AlertService
 from alerts.settings import AlertSettings
+from alerts.store import AlertStore
 from analytics.service import evaluate_window
 from commands.stack import LocalStack
 from ingest.service import IngestService
@@ -39,12 +43,105 @@ HOUR = 3_600_000
 JUMPED, AHEAD, OFFLINE = "bkk-pratunam-wq1", "mlk-morten-wq1", "bkk-asok-wq1"
 FAULT = range(4, 12)  # the steps (00:20 to 00:55) each device is at fault; set right at step 12
 STEPS = 16
+CITY, SITE = "bangkok", "bkk-pratunam-pier"
+T0 = 1_788_192_000_000  # 2026-09-01 00:00 UTC
 
 
 def device_offset(device: str, k: int) -> int:
     if k in FAULT:
         return {JUMPED: -HOUR, AHEAD: 10 * 60_000}.get(device, 0)
     return 0
+
+
+def at(k: int, offset_s: float | None, *, heard: int | None = None, device: str = JUMPED) -> Delivery:
+    """Ingest's delivery point at step ``k`` (a minute apart): the device heard then, its clock ``offset_s`` off."""
+    t = T0 + k * 60_000
+    offset = None if offset_s is None else round(offset_s * 1000)
+    return Delivery(CITY, SITE, device, t, last_seen_ms=heard if heard is not None else t, clock_offset_ms=offset)
+
+
+def points(t_ms: int, sensors: tuple[str, ...] = ("temp", "ph", "do")) -> list[Point]:
+    return [Point(CITY, SITE, JUMPED, s, s, t_ms, 7.0) for s in sensors]
+
+
+def by_rule(store: AlertStore, rule: str) -> list[dict[str, object]]:
+    return [a for a in store.all_alerts() if a["rule"] == rule]
+
+
+def test_clock_off_fires_after_its_duration_holds_in_the_band_and_resolves_within_it(
+    manifest: Manifest, tmp_path: Path
+) -> None:
+    config = RuleConfig(clock_for_s=600, clock_clear_for_s=300)
+    (rule,) = [r for r in rules_from_manifest(manifest, config) if r.id == RuleId.CLOCK_OFF]
+    assert (rule.kind, rule.timing.for_ms, rule.timing.clear_for_ms) == (AlertKind.DEVICE, 600_000, 300_000)
+    store = AlertStore(tmp_path / "alerts.sqlite")
+    engine = Engine(manifest, store, config)
+    # 0-4 right; 5-14 an hour behind (fires at 15, ten minutes on); 16-25 within the band (90 s: holds);
+    # 26-31 right again (30 s, then 0: resolves five minutes on)
+    offsets = [0.2] * 5 + [-3600.4] * 11 + [-90.0] * 10 + [-30.0, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1]
+    fired_at = resolved_at = None
+    for k, off in enumerate(offsets):
+        engine.process([], [], T0 + k * 60_000 + 5_000, [at(k, off)])
+        (alert,) = by_rule(store, RuleId.CLOCK_OFF) or [None]
+        if alert is not None and fired_at is None:
+            fired_at = k
+        if alert is not None and not alert["firing"] and resolved_at is None:
+            resolved_at = k
+    assert (fired_at, resolved_at) == (15, 31)
+    (alert,) = by_rule(store, RuleId.CLOCK_OFF)
+    assert alert["kind"] == "device"
+    assert alert["value"] == pytest.approx(-3600.4)
+    assert alert["body"]["unit"] == "s"
+    assert alert["body"]["clock_off_s"] == 120
+    assert alert["title"] == f"device clock off by more than 120 s at {JUMPED}"
+    assert not by_rule(store, RuleId.DEVICE_SILENT)
+    store.close()
+
+
+def test_silence_is_judged_on_arrival_and_the_arrival_survives_a_restart(manifest: Manifest, tmp_path: Path) -> None:
+    """The device's newest sample time stops at step 10 (its clock jumped back) while ingest keeps hearing it:
+    not silent. Then it stops talking: silent 20 min after it was last heard, also for an engine restarted on the
+    same store in between."""
+    store = AlertStore(tmp_path / "alerts.sqlite")
+    engine = Engine(manifest, store)
+    for k in range(40):
+        sample = T0 + min(k, 10) * 60_000 - (HOUR if k > 10 else 0)
+        engine.process(points(sample), [], T0 + k * 60_000 + 5_000, [at(k, -3600.0 if k > 10 else 0.0)])
+    assert not by_rule(store, RuleId.DEVICE_SILENT)
+    assert not by_rule(store, RuleId.SENSOR_SILENT)  # every sensor stands still with its device's clock
+    store.close()
+    store = AlertStore(tmp_path / "alerts.sqlite")
+    engine = Engine(manifest, store)
+    for k in range(40, 70):  # nothing heard after step 39
+        engine.process([], [], T0 + k * 60_000 + 5_000)
+    (silent,) = by_rule(store, RuleId.DEVICE_SILENT)
+    assert silent["fired_ms"] == T0 + 39 * 60_000 + 1_200_000 + 1
+    assert silent["firing"]
+    engine.process([], [], T0 + 70 * 60_000, [at(70, 0.0)])
+    (silent,) = by_rule(store, RuleId.DEVICE_SILENT)
+    assert not silent["firing"]
+    store.close()
+
+
+def test_a_refused_device_is_heard_and_one_sensor_that_stops_is_silent(manifest: Manifest, tmp_path: Path) -> None:
+    """Heard includes messages ingest refused for a future ``sent`` (``clock_checked_ms``); a sensor is silent when
+    its newest sample falls behind its device's newest by ``silent_after_s``."""
+    store = AlertStore(tmp_path / "alerts.sqlite")
+    engine = Engine(manifest, store)
+    for k in range(60):
+        t = T0 + k * 60_000
+        stored = T0 + min(k, 5) * 60_000
+        heard = Delivery(CITY, SITE, JUMPED, t, last_seen_ms=stored, clock_offset_ms=600_000, clock_checked_ms=t)
+        engine.process([], [], t + 5_000, [heard])
+    assert heard.heard_ms == T0 + 59 * 60_000
+    assert not by_rule(store, RuleId.DEVICE_SILENT)
+    assert len(by_rule(store, RuleId.CLOCK_OFF)) == 1
+    for k in range(60, 100):
+        t = T0 + k * 60_000
+        engine.process(points(t, ("temp", "ph") if k >= 70 else ("temp", "ph", "do")), [], t + 5_000, [at(k, 0.0)])
+    (sensor,) = by_rule(store, RuleId.SENSOR_SILENT)
+    assert (sensor["sensor"], sensor["fired_ms"]) == ("do", T0 + 69 * 60_000 + 1_200_000 + 1)
+    store.close()
 
 
 TYPICAL = {"temperature": 30.0, "ph": 7.2, "do": 6.0, "conductivity": 650.0, "turbidity": 20.0, "orp": 60.0,
