@@ -109,8 +109,12 @@ class AlertService:
             for param, sites, context_ms in self.engine.warmups():
                 points += read_points(self._client, since - context_ms, since, param=param, sites=sites)
         statuses = read_statuses(self._client, since, now)
-        # Ingest writes a delivery point per talking device every 10 s: after the first pass only the new ones.
-        after = since if self._deliveries_read_ms is None else max(since, self._deliveries_read_ms - DELIVERY_MARGIN_MS)
+        # Ingest writes a delivery point per talking device every 10 s: after the first pass only the new ones; the
+        # first reads back max_gap_s (older evidence could not continue an episode: the machine restarts after it).
+        if self._deliveries_read_ms is None:
+            after = max(since, now - round(self.settings.rules.max_gap_s * 1000))
+        else:
+            after = max(since, self._deliveries_read_ms - DELIVERY_MARGIN_MS)
         deliveries = read_deliveries(self._client, after, now)
         report = self.engine.process(points, statuses, now, deliveries)
         self._deliveries_read_ms = now

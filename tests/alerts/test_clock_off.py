@@ -237,6 +237,14 @@ def test_a_clock_that_jumps_back_or_runs_ahead_raises_clock_off_not_silent(
         assert int(str(clock_alert["resolved_ms"])) >= t0 + FAULT.stop * STEP
         assert not of(RuleId.DEVICE_SILENT, device), timeline
         assert not [a for a in alerts if a["rule"] == RuleId.SENSOR_SILENT and a["device"] == device], timeline
+    # what ingest did with them: the jumped device's readings are stored under their (wrong) sample times; the one
+    # running ahead was refused while it did (nothing of it stored), and measured all the same
+    counts = {
+        str(r["device"]): int(r["count"])
+        for r in influx.query("SELECT count(value) FROM reading GROUP BY device")  # one row per device
+    }
+    sensors = {d: len(manifest.device_index()[d].device.sensors) for d in seqs}
+    assert counts == {d: n * (STEPS - (len(FAULT) if d == AHEAD else 0)) for d, n in sensors.items()}
     # a device that truly stopped is still silent, once; its replayed buffer is no clock error
     (silent,) = of(RuleId.DEVICE_SILENT, OFFLINE)
     assert not silent["firing"]
