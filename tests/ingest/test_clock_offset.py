@@ -1,27 +1,38 @@
 """Ingest's clock-offset estimate (:mod:`ingest.clock`): the bucketed window against an obvious oracle, what a
 delayed message, a replayed buffer and a clock jump do to it, and its way through intake, the ledger (saved,
-loaded, merged over workers) and the ``delivery`` point."""
+loaded, merged over workers) and the ``delivery`` point. Then the project's edge agent, offline for an hour,
+replays its buffer through Mosquitto into ingest: the readings are an hour old, the clock offset is nil."""
 
 from __future__ import annotations
 
 import random
 import re
+import time
 from pathlib import Path
 
 import pytest
 
+from commands.stack import LocalStack
+from edge.clock import SimulatedClock
+from edge.settings import EdgeSettings
+from firmware_sim.agents import simulated_agent
+from firmware_sim.fleet import SimulatedFleet
 from ingest.acknowledge import Acknowledger
 from ingest.clock import add_lag, bucket_ms, offset_ms
 from ingest.delivery import delivery_line
 from ingest.intake import Batch, Intake
 from ingest.ledger import Ledger, read_ledger
 from ingest.metrics import Stats
+from ingest.service import IngestService
 from ingest.validate import Validator
+from pilotwatch.influx import InfluxV1
 from pilotwatch.manifest import Manifest
 from pilotwatch.wire import ReadingsMessage, readings_topic
-from tests.ingest.helpers import DEVICE, make_readings
+from tests.ingest.conftest import test_settings
+from tests.ingest.helpers import DEVICE, make_readings, wait_until
 
 WINDOW = 600_000
+HOUR = 3_600_000
 T0 = 1_788_192_000_000  # 2026-09-01 00:00 UTC
 
 
@@ -121,3 +132,60 @@ def test_intake_times_stored_messages_and_those_refused_for_a_future_sent(manife
     line = delivery_line(merged, "bangkok", "bkk-pratunam-pier", now + 100_000)
     assert re.search(r"\bclock_offset_ms=600400i\b", line)
     assert re.search(rf"\bclock_checked_ms={now + 90_000}i\b", line)
+
+
+def test_the_edge_replays_an_hour_of_buffer_with_a_fresh_sent_and_ingest_sees_no_clock_error(
+    private_stack: LocalStack, fault_free_manifest: Manifest, tmp_path: Path
+) -> None:
+    """The edge agent samples an hour with no broker; the link comes back 10 min after its last sample and it
+    publishes its buffer. Ingest runs on the agent's own (simulated, then frozen) clock, so a right clock gives an
+    offset of exactly 0; had the edge stamped ``sent`` with a sample time, the offset would be minus the age of
+    the newest buffered reading: 10 min or more."""
+    start = int(time.time() * 1000) // HOUR * HOUR - 3 * HOUR
+    settings = EdgeSettings(
+        device=DEVICE,
+        mqtt_port=private_stack.config.mqtt_port,
+        buffer_dir=tmp_path / "buffers",
+        reconnect_min_s=1,
+        reconnect_max_s=1,
+        linger_s=0.05,
+    )
+    agent = simulated_agent(settings, SimulatedFleet(fault_free_manifest, 3).device(DEVICE), start)
+    sampled = agent.sample(until_ms=start + HOUR)  # offline: all of it goes to the disk buffer
+    back = start + HOUR + 600_000
+    assert isinstance(agent.clock, SimulatedClock)
+    agent.clock.advance_to(back)  # nothing is sampled meanwhile
+    influx = InfluxV1(private_stack.config.influx_url, "clock")
+    influx.create_database()
+    ingest = IngestService(
+        test_settings(private_stack, "clock", tmp_path / "ingest", delivery_interval_s=0.05),
+        fault_free_manifest,
+        clock=lambda: agent.clock.now_ms() / 1000,
+    )
+    ingest.start()
+    try:
+        ingest.wait_connected()
+        agent.start()
+        deadline = time.monotonic() + 30
+        while agent.buffer.stats().depth and time.monotonic() < deadline:
+            agent.pump()
+            time.sleep(0.01)
+        assert agent.buffer.stats().depth == 0, agent.buffer.stats()
+        wait_until(lambda: _delivery(influx).get("clock_checked_ms") == back, 10, "the delivery point")
+        view = _delivery(influx)
+        oldest = influx.query(f"SELECT first(value) FROM reading WHERE device = '{DEVICE}'")[0]["time"]
+    finally:
+        agent.stop()
+        agent.sampler.close()
+        agent.buffer.close()
+        ingest.stop()
+        influx.close()
+    assert sampled > 0
+    assert view["stored"] == view["stored_through"] + 1 > 0
+    assert oldest <= start + 300_000  # the buffer's readings are stored under their own, hour-old, times
+    assert view["clock_offset_ms"] == 0
+
+
+def _delivery(influx: InfluxV1) -> dict[str, int]:
+    rows = influx.query(f"SELECT * FROM delivery WHERE device = '{DEVICE}' ORDER BY time DESC LIMIT 1")
+    return {k: v for k, v in rows[0].items() if isinstance(v, int)} if rows else {}
