@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from alerts.machine import Condition, Observation, Timing
 from pilotwatch.alerting import Severity
@@ -172,6 +172,15 @@ class RuleConfig(BaseModel):
     bin_forecast_h: float = Field(default=3.0, gt=0, description="alert when predicted full within this")
     bin_fit_window_s: float = Field(default=7200.0, gt=0, description="fill readings the rate is fitted on")
     max_gap_s: float = Field(default=3600.0, gt=0, description="evidence further apart restarts the timers")
+
+    @model_validator(mode="after")
+    def _clock_band(self) -> RuleConfig:
+        if self.clock_ok_s > self.clock_off_s:
+            raise ValueError(
+                f"clock_ok_s ({self.clock_ok_s:g}) must be at most clock_off_s ({self.clock_off_s:g}): "
+                "a clock clears inside the offset that raises the alert"
+            )
+        return self
 
 
 SeriesKey = str

@@ -98,6 +98,11 @@ def test_clock_off_fires_after_its_duration_holds_in_the_band_and_resolves_withi
     store.close()
 
 
+def test_a_clear_band_wider_than_the_trigger_is_refused() -> None:
+    with pytest.raises(ValueError, match=r"clock_ok_s \(200\) must be at most clock_off_s \(120\)"):
+        RuleConfig(clock_ok_s=200)
+
+
 def test_silence_is_judged_on_arrival_and_the_arrival_survives_a_restart(manifest: Manifest, tmp_path: Path) -> None:
     """The device's newest sample time stops at step 10 (its clock jumped back) while ingest keeps hearing it:
     not silent. Then it stops talking: silent 20 min after it was last heard, also for an engine restarted on the
