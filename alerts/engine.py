@@ -6,8 +6,12 @@
 1. feeds every rule's evaluator the points of each of its series in sample-time order, one observation per
    (series, sample time) — readings that arrive late from an edge buffer are evaluated in sample-time order,
    and anything at or before what a series has already seen changes nothing (:mod:`alerts.machine`);
-2. observes silence at ``now_ms``: a device (or one of its sensors, while the device still talks) with no
-   reading for ``silent_after_s`` raises one ``device`` alert, which resolves when readings arrive again;
+2. observes each device's clock offset from ingest's ``delivery`` points (``device.clock_off``, on ingest's
+   clock), and silence at ``now_ms``: a device ingest has not heard from for ``silent_after_s`` — judged on when
+   its messages *arrived* (``delivery``), or on its newest sample time where no arrival is known (the backtest)
+   — raises one ``device`` alert, which resolves when it is heard again; one of its sensors raises one when its
+   newest sample falls ``silent_after_s`` behind its device's newest (the device's own clock on both sides, so a
+   clock that jumped back silences nothing);
 3. writes everything the pass changed — rule states, newest sample times, fired alerts, resolved alerts and
    their outbox transitions — in **one** SQLite transaction (:class:`alerts.store.AlertStore`).
 
@@ -24,7 +28,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from alerts.machine import Condition, Event, EventKind, Machine, Observation, State
-from alerts.rules import Point, RollingLimit, Rule, RuleConfig, RuleId, Status, rules_from_manifest
+from alerts.rules import (
+    Delivery,
+    Point,
+    RollingLimit,
+    Rule,
+    RuleConfig,
+    RuleId,
+    Status,
+    clock_condition,
+    rules_from_manifest,
+)
 from alerts.store import AlertStore, NewAlert, Silence, alert_id
 from pilotwatch.manifest import Manifest
 from pilotwatch.schema import Measurement, line
@@ -51,6 +65,11 @@ class PassReport:
         self.duplicates += other.duplicates
         self.suppressed += other.suppressed
         self.silenced += other.silenced
+
+
+def arrival_key(device_series: str) -> str:
+    """Where the newest arrival of a device (ingest's receive time) is kept beside the newest sample times."""
+    return f"arrival:{device_series}"
 
 
 def split_series(series: str) -> tuple[str, str, str, str]:
@@ -88,7 +107,9 @@ class Engine:
         return out
 
     # -- one pass ---------------------------------------------------------------------------------------------
-    def process(self, points: Iterable[Point], statuses: Iterable[Status], now_ms: int) -> PassReport:
+    def process(
+        self, points: Iterable[Point], statuses: Iterable[Status], now_ms: int, deliveries: Iterable[Delivery] = ()
+    ) -> PassReport:
         report = PassReport()
         pts = sorted(points, key=lambda p: (p.t_ms, p.device, p.sensor))
         report.points = len(pts)
@@ -147,8 +168,19 @@ class Engine:
                     Condition.TRIGGER if d > c.buffer_high else Condition.CLEAR if d <= c.buffer_ok else Condition.HOLD
                 )
                 feed(self.rule_by_id[RuleId.BUFFER_HIGH], series, Observation(st.t_ms, cond, float(d)))
-        # 3. silence, measured from the newest sample time seen per device and sensor
+        # 3. the device clock, and when each device was last heard (ingest's clock, from its delivery points)
         seen_changed: dict[str, int] = {}
+        for dl in sorted(deliveries, key=lambda d: d.t_ms):
+            series = f"{dl.city}|{dl.site}|{dl.device}"
+            if dl.clock_offset_ms is not None:
+                cond = clock_condition(dl.clock_offset_ms, self.config)
+                obs = Observation(dl.t_ms, cond, dl.clock_offset_ms / 1000)
+                feed(self.rule_by_id[RuleId.CLOCK_OFF], series, obs)
+            heard = dl.heard_ms
+            if heard is not None and heard > self.seen.get(arrival_key(series), -1):
+                self.seen[arrival_key(series)] = seen_changed[arrival_key(series)] = heard
+        # 4. silence: arrival where known, else the newest sample time; sensors against their device's newest
+
         for p in pts:
             for key in (f"{p.city}|{p.site}|{p.device}", f"{p.city}|{p.site}|{p.device}|{p.sensor}"):
                 if p.t_ms > self.seen.get(key, -1):
@@ -156,7 +188,7 @@ class Engine:
                     seen_changed[key] = p.t_ms
         for obs_rule, series, obs in self._silence(now_ms):
             feed(self.rule_by_id[obs_rule], series, obs)
-        # 4. one transaction for the whole pass
+        # 5. one transaction for the whole pass
         silences = self.store.silences() if decisions else []
         with self.store.transaction() as conn:
             for (rule_id, series), state in changed.items():
@@ -183,24 +215,28 @@ class Engine:
         out: list[tuple[str, str, Observation]] = []
         for device, (city, site, sensors, interval_s) in self.placement.items():
             dkey = f"{city}|{site}|{device}"
-            last = self.seen.get(dkey)
-            if last is None:
+            newest = self.seen.get(dkey)  # the newest sample time, on the device's clock
+            # Silence is a matter of arrival: a device whose clock jumped back keeps talking while its newest
+            # sample time stands still. Sample time stands in only where no arrival is known (the backtest).
+            heard = self.seen.get(arrival_key(dkey), newest)
+            if heard is None:
                 continue  # never heard from: nothing to compare with (it is not commissioned here yet)
             after = max(self.silent_after_ms, round(3 * interval_s * 1000))
-            device_silent = now_ms - last > after
-            if device_silent:
-                out.append((RuleId.DEVICE_SILENT, dkey, Observation(last + after + 1, Condition.TRIGGER)))
-            else:
-                out.append((RuleId.DEVICE_SILENT, dkey, Observation(now_ms, Condition.CLEAR)))
+            if now_ms - heard > after:
+                out.append((RuleId.DEVICE_SILENT, dkey, Observation(heard + after + 1, Condition.TRIGGER)))
+                continue  # a silent device's sensors are not silent one by one
+            out.append((RuleId.DEVICE_SILENT, dkey, Observation(now_ms, Condition.CLEAR)))
             for sensor in sensors:
-                skey = f"{dkey}|{sensor}"
-                slast = self.seen.get(skey)
-                if slast is None:
+                slast = self.seen.get(f"{dkey}|{sensor}")
+                if slast is None or newest is None:
                     continue
-                if now_ms - slast > after and not device_silent:
+                skey = f"{dkey}|{sensor}"
+                # Both observations on the device's clock: the time at which the sensor falls behind, and the
+                # device's newest sample while it has not (never after a TRIGGER that came before it).
+                if newest - slast > after:
                     out.append((RuleId.SENSOR_SILENT, skey, Observation(slast + after + 1, Condition.TRIGGER)))
-                elif now_ms - slast <= after:
-                    out.append((RuleId.SENSOR_SILENT, skey, Observation(now_ms, Condition.CLEAR)))
+                else:
+                    out.append((RuleId.SENSOR_SILENT, skey, Observation(newest, Condition.CLEAR)))
         return out
 
     def _new_alert(self, rule: Rule, series: str, event: Event, support: list[dict[str, object]]) -> NewAlert:

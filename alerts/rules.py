@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from alerts.machine import Condition, Observation, Timing
 from pilotwatch.alerting import Severity
@@ -89,6 +89,29 @@ class Status:
     buffer_depth: int | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One ``delivery`` point: ingest's view of a device, stamped with ingest's clock (not the device's)."""
+
+    city: str
+    site: str
+    device: str
+    t_ms: int
+    """When ingest published it (ingest's clock)."""
+    last_seen_ms: int | None = None
+    """When ingest last stored a message from the device (ingest's clock)."""
+    clock_offset_ms: int | None = None
+    """The device clock minus ingest's (ingest.clock: a lower bound, short by the fastest transit)."""
+    clock_checked_ms: int | None = None
+    """When ingest last measured the clock: the device was heard then, even if that message was refused."""
+
+    @property
+    def heard_ms(self) -> int | None:
+        """When ingest last received anything from the device: what silence is judged on."""
+        times = [t for t in (self.last_seen_ms, self.clock_checked_ms) if t is not None]
+        return max(times) if times else None
+
+
 def usable_for_city(p: Point) -> bool:
     """The QC gate of ``limit_exceedance`` and ``pollution`` (module docstring)."""
     if p.flag in (QartodFlag.FAIL, QartodFlag.MISSING) or not math.isfinite(p.value):
@@ -129,12 +152,35 @@ class RuleConfig(BaseModel):
     battery_ok_pct: float = Field(default=30.0, ge=0, le=100)
     buffer_high: int = Field(default=5000, ge=1, description="readings held on the device")
     buffer_ok: int = Field(default=500, ge=0)
+    clock_off_s: float = Field(
+        default=120.0,
+        gt=0,
+        description="device clock this far from ingest's, either way (ingest's clock_jump_s calls a sample this far "
+        "after its message's send time a clock jump)",
+    )
+    clock_ok_s: float = Field(default=60.0, ge=0, description="clear band: back within this")
+    clock_for_s: float = Field(
+        default=600.0,
+        ge=0,
+        description="off this long (ingest time) fires: longer than a broker backlog after an ingest restart "
+        "takes to drain, so delayed messages cannot pass for a clock that is behind",
+    )
+    clock_clear_for_s: float = Field(default=300.0, ge=0)
     bin_full_pct: float = Field(default=90.0, gt=0, le=100)
     bin_clear_pct: float = Field(default=80.0, gt=0, le=100)
     bin_for_s: float = Field(default=900.0, ge=0)
     bin_forecast_h: float = Field(default=3.0, gt=0, description="alert when predicted full within this")
     bin_fit_window_s: float = Field(default=7200.0, gt=0, description="fill readings the rate is fitted on")
     max_gap_s: float = Field(default=3600.0, gt=0, description="evidence further apart restarts the timers")
+
+    @model_validator(mode="after")
+    def _clock_band(self) -> RuleConfig:
+        if self.clock_ok_s > self.clock_off_s:
+            raise ValueError(
+                f"clock_ok_s ({self.clock_ok_s:g}) must be at most clock_off_s ({self.clock_off_s:g}): "
+                "a clock clears inside the offset that raises the alert"
+            )
+        return self
 
 
 SeriesKey = str
@@ -395,12 +441,21 @@ class RuleId(enum.StrEnum):
     SENSOR_SILENT = "device.sensor_silent"
     BATTERY_LOW = "device.battery_low"
     BUFFER_HIGH = "device.buffer_high"
+    CLOCK_OFF = "device.clock_off"
     BIN_FULL = "bin.full"
     BIN_FORECAST = "bin.forecast"
 
 
 def _ms(seconds: float) -> int:
     return round(seconds * 1000)
+
+
+def clock_condition(offset_ms: int, config: RuleConfig) -> Condition:
+    """TRIGGER beyond ``clock_off_s`` either way, CLEAR within ``clock_ok_s``, HOLD between (hysteresis)."""
+    off = abs(offset_ms) / 1000
+    if off > config.clock_off_s:
+        return Condition.TRIGGER
+    return Condition.CLEAR if off <= config.clock_ok_s else Condition.HOLD
 
 
 def rules_from_manifest(manifest: Manifest, config: RuleConfig | None = None) -> list[Rule]:
@@ -478,6 +533,14 @@ def rules_from_manifest(manifest: Manifest, config: RuleConfig | None = None) ->
         Rule(RuleId.SENSOR_SILENT, AlertKind.DEVICE, Severity.WARNING, Timing(0, 0, 2**62), "sensor silent"),
         Rule(RuleId.BATTERY_LOW, AlertKind.DEVICE, Severity.WARNING, Timing(0, 0, 2**62), "battery low"),
         Rule(RuleId.BUFFER_HIGH, AlertKind.DEVICE, Severity.WARNING, Timing(0, 0, 2**62), "edge buffer growing"),
+        Rule(
+            RuleId.CLOCK_OFF,
+            AlertKind.DEVICE,
+            Severity.WARNING,
+            Timing(_ms(c.clock_for_s), _ms(c.clock_clear_for_s), gap),
+            f"device clock off by more than {c.clock_off_s:g} s",
+            detail={"unit": "s", "clock_off_s": c.clock_off_s, "clock_ok_s": c.clock_ok_s},
+        ),
     ]
     if any(s.param is Parameter.FILL for _, _, d in manifest.iter_devices() for s in d.sensors):
         rules += [

@@ -1,5 +1,6 @@
-"""The live alert engine: every ``interval_s`` read the trailing window from InfluxDB, run one engine pass,
-write changed alerts back as ``alert`` points.
+"""The live alert engine: every ``interval_s`` read the trailing window from InfluxDB (readings with their ``qc``,
+device statuses, and the ``delivery`` points ingest wrote since the last pass), run one engine pass, write changed
+alerts back as ``alert`` points.
 
 Restart-safe by construction: the engine's state lives in the store and a pass is one transaction, so after a
 ``kill -9`` the next pass re-reads the window and decides only what was not yet decided (the state machine
@@ -18,11 +19,15 @@ import httpx
 
 from alerts.engine import Engine, PassReport, alert_lines
 from alerts.settings import AlertSettings
-from alerts.source import read_points, read_statuses
+from alerts.source import read_deliveries, read_points, read_statuses
 from alerts.store import AlertStore
 from pilotwatch.influx_writer import raise_for_write
 from pilotwatch.manifest import Manifest
 from pilotwatch.outage import Outage, Recovery, ride_through
+
+DELIVERY_MARGIN_MS = 60_000
+"""``delivery`` points are re-read this far behind the last pass: they are stamped by ingest as it writes them, so
+one lands in InfluxDB well within a minute of its time (re-reading one changes nothing)."""
 
 
 class InfluxClient(Protocol):
@@ -58,6 +63,7 @@ class AlertService:
         self.store: AlertStore | None = None
         self.engine: Engine | None = None
         self._warm = False
+        self._deliveries_read_ms: int | None = None
 
     def open(self) -> None:
         if self.engine is not None:
@@ -79,6 +85,7 @@ class AlertService:
             self.store.close()
         self._client, self.store, self.engine = None, None, None
         self._warm = False
+        self._deliveries_read_ms = None
 
     def __enter__(self) -> AlertService:
         self.open()
@@ -102,7 +109,15 @@ class AlertService:
             for param, sites, context_ms in self.engine.warmups():
                 points += read_points(self._client, since - context_ms, since, param=param, sites=sites)
         statuses = read_statuses(self._client, since, now)
-        report = self.engine.process(points, statuses, now)
+        # Ingest writes a delivery point per talking device every 10 s: after the first pass only the new ones; the
+        # first reads back max_gap_s (older evidence could not continue an episode: the machine restarts after it).
+        if self._deliveries_read_ms is None:
+            after = max(since, now - round(self.settings.rules.max_gap_s * 1000))
+        else:
+            after = max(since, self._deliveries_read_ms - DELIVERY_MARGIN_MS)
+        deliveries = read_deliveries(self._client, after, now)
+        report = self.engine.process(points, statuses, now, deliveries)
+        self._deliveries_read_ms = now
         self._warm = True
         self.sync_influx()
         return report

@@ -1,4 +1,4 @@
-"""Reading the engine's input from InfluxDB: ``reading`` joined with ``qc``, and ``device_status``.
+"""Reading the engine's input from InfluxDB: ``reading`` joined with ``qc``, ``device_status`` and ``delivery``.
 
 A reading becomes a :class:`alerts.rules.Point` only once the analytics core has written its ``qc`` point
 (flag, label, anomaly score): the alert engine never decides on a reading QC has not seen. Queries are InfluxQL
@@ -11,7 +11,7 @@ import math
 from collections.abc import Iterable
 from typing import Any, Protocol
 
-from alerts.rules import Point, Status
+from alerts.rules import Delivery, Point, Status
 from pilotwatch.influx import quote_literal
 from pilotwatch.schema import SERIES_TAGS, QartodFlag
 
@@ -84,6 +84,29 @@ def read_statuses(client: QueryClient, since_ms: int, until_ms: int) -> list[Sta
                 t_ms=int(row["time"]),
                 battery_pct=None if b is None else float(b),
                 buffer_depth=None if d is None else int(d),
+            )
+        )
+    return out
+
+
+def read_deliveries(client: QueryClient, since_ms: int, until_ms: int) -> list[Delivery]:
+    """``delivery`` points (ingest's clock) with ``since_ms < time <= until_ms``: arrival and clock offset."""
+    q = (
+        f"SELECT last_seen_ms, clock_offset_ms, clock_checked_ms FROM delivery WHERE time > {int(since_ms)}ms "  # noqa: S608
+        f"AND time <= {int(until_ms)}ms GROUP BY city, site, device"
+    )
+    out = []
+    for row in client.query(q):
+        seen, offset, checked = row.get("last_seen_ms"), row.get("clock_offset_ms"), row.get("clock_checked_ms")
+        out.append(
+            Delivery(
+                city=str(row.get("city") or ""),
+                site=str(row.get("site") or ""),
+                device=str(row.get("device") or ""),
+                t_ms=int(row["time"]),
+                last_seen_ms=None if seen is None else int(seen),
+                clock_offset_ms=None if offset is None else int(offset),
+                clock_checked_ms=None if checked is None else int(checked),
             )
         )
     return out

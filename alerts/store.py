@@ -8,7 +8,8 @@ Tables (docs/alerts.md documents them for other services; only this module write
   the engine's state machine says now.
 - ``alert_comments``: who said what on an alert, when.
 - ``rule_state``: per (rule, series) the state machine's state (:class:`alerts.machine.State` as JSON).
-- ``series_seen``: per device and sensor the newest sample time seen (silence is measured from it).
+- ``series_seen``: per device and sensor the newest sample time seen, and per device (``arrival:<series>``) when
+  ingest last heard from it (silence is measured from these).
 - ``silences``: maintenance windows per city/site/device (optionally one alert kind) with an end and a reason.
 - ``alert_transitions``: the outbox of :mod:`pilotwatch.alerting`, appended in the same transaction as the
   change it reports.

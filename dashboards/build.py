@@ -173,6 +173,13 @@ def _status_table_targets(where: str) -> list[Json]:
             f"WHERE {where}$timeFilter {group}",
             "table",
         ),
+        # Ingest's estimate of the device clock's error (ingest.clock), what device.clock_off alerts on.
+        _target(
+            "C",
+            f"SELECT last({quote_ident('clock_offset_ms')}) / 1000 AS {quote_ident('clock offset s')} "
+            f"FROM {quote_ident(Measurement.DELIVERY)} WHERE {where}$timeFilter {group}",
+            "table",
+        ),
     ]
 
 
@@ -182,8 +189,9 @@ def device_table(title: str, where: str, grid: Json, panel_id: int) -> Json:
         "id": panel_id,
         "type": "table",
         "title": title,
-        "description": "Latest device_status point of each device in the time range, and when its newest "
-        "reading was stored. A device missing here has neither in the range.",
+        "description": "Latest device_status point of each device in the time range, when its newest "
+        "reading was stored, and how far its clock is from ingest's (seconds, positive: ahead). A device missing "
+        "here has none of them in the range.",
         "datasource": DATASOURCE,
         "gridPos": grid,
         "targets": _status_table_targets(where),
@@ -192,7 +200,14 @@ def device_table(title: str, where: str, grid: Json, panel_id: int) -> Json:
             {
                 "id": "organize",
                 "options": {
-                    "excludeByName": {"Time 1": True, "city 2": True, "site 2": True},
+                    "excludeByName": {
+                        "Time 1": True,
+                        "city 2": True,
+                        "site 2": True,
+                        "Time 3": True,
+                        "city 3": True,
+                        "site 3": True,
+                    },
                     "renameByName": {"Time 2": "last seen", "city 1": "city", "site 1": "site"},
                 },
             },
@@ -330,7 +345,7 @@ def city_dashboard(manifest: Manifest, city: City) -> Json:
 def fleet_dashboard(manifest: Manifest) -> Json:
     group_device = quote_ident("device")
     panels = [
-        device_table("Every device: last seen and buffer depth", "", {"x": 0, "y": 0, "w": 24, "h": 12}, 1),
+        device_table("Every device: last seen, buffer depth, clock offset", "", {"x": 0, "y": 0, "w": 24, "h": 12}, 1),
         {
             "id": 2,
             "type": "timeseries",

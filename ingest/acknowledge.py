@@ -1,10 +1,10 @@
 """Stage 3 of ingest, acknowledge: once a batch is safe, say so, in this order.
 
 1. The gap ledger (:mod:`ingest.ledger`) marks every stored seq, every refused one (kept as a dead letter; the
-   ledger keeps those apart so they never count as stored), re-sends, what each device was last seen sending and
-   its newest status; then it is saved. Saved before anything is acknowledged: once the edge deletes a message on
-   our word, the ledger must already know it is stored, or a crash here would leave a "missing" number that nobody
-   will re-send.
+   ledger keeps those apart so they never count as stored), re-sends, what each device was last seen sending, its
+   clock offset (:mod:`ingest.clock`) and its newest status; then it is saved. Saved before anything is
+   acknowledged: once the edge deletes a message on our word, the ledger must already know it is stored, or a
+   crash here would leave a "missing" number that nobody will re-send.
 2. The broker gets its PUBACKs (``puback``: manual acknowledgement of each MQTT message of the batch).
 3. Each device touched gets one :class:`~pilotwatch.wire.AckMessage` (``publish``): every seq through which all
    are settled, plus the settled ranges above it among those this batch touched.
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from ingest.clock import DEFAULT_WINDOW_S
 from ingest.intake import AckToken, Batch
 from ingest.ledger import Ledger, compress
 from ingest.metrics import Stats
@@ -33,12 +34,14 @@ class Acknowledger:
         puback: Callable[[AckToken], None],
         publish: Callable[[str, bytes], None],
         clock_ms: Callable[[], int],
+        clock_window_ms: int = round(DEFAULT_WINDOW_S * 1000),
     ) -> None:
         self.ledger = ledger
         self.stats = stats
         self._puback = puback
         self._publish = publish
         self._clock_ms = clock_ms
+        self._clock_window_ms = clock_window_ms
 
     def settle(self, batch: Batch) -> None:
         ledger = self.ledger
@@ -57,6 +60,8 @@ class Acknowledger:
             rec.last_seen_ms = received_ms
             rec.last_sent_ms = sent_ms
             rec.newest_sample_ms = max(rec.newest_sample_ms or 0, newest)
+        for device, (received_ms, lag_ms) in batch.clock.items():
+            ledger.record(device).time_clock(received_ms, lag_ms, self._clock_window_ms)
         for status in batch.statuses:
             rec = ledger.record(status.device)
             if rec.status_ms is None or status.t_ms >= rec.status_ms:

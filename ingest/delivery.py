@@ -5,7 +5,9 @@ What is written (schema: ``Measurement.DELIVERY`` in :mod:`pilotwatch.schema`; p
 "Storage"): one point per device, tags city/site/device, time = when it was published, fields = the merged view of
 :func:`ingest.ledger.read_ledger` over the worker's state folder (all workers that share it): stored,
 stored_through, highest_stored, missing, gaps (JSON, the first ranges), recovered, duplicates, dead_lettered,
-buffered_on_device, oldest_unsent_ms, device_last_seq, device_state, last_seen_ms, newest_sample_ms. A device's
+buffered_on_device, oldest_unsent_ms, device_last_seq, device_state, last_seen_ms, newest_sample_ms,
+clock_offset_ms (the device clock minus ingest's, :mod:`ingest.clock`) and clock_checked_ms (when it was last
+measured: the device was heard then, even if that message was refused for its time stamp). A device's
 newest point is its current state (``SELECT * FROM delivery WHERE device = '...' ORDER BY time DESC LIMIT 1``).
 
 When: the writer thread publishes every ``delivery_interval_s`` the devices whose view changed since the last
@@ -44,6 +46,8 @@ def delivery_line(view: DeviceLedger, city: str, site: str, t_ms: int) -> str:
         "device_state": view.device_state,
         "last_seen_ms": view.last_seen_ms,
         "newest_sample_ms": view.newest_sample_ms,
+        "clock_offset_ms": view.clock_offset_ms,
+        "clock_checked_ms": view.clock_checked_ms,
     }
     return line(Measurement.DELIVERY, {"city": city, "site": site, "device": view.device}, fields, t_ms)
 

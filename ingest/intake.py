@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 
 from ingest.conflicts import SampleGuard
 from ingest.metrics import Stats
-from ingest.validate import CheckedReadings, Rejection, Validator, ids_from_payload
+from ingest.validate import CheckedReadings, FutureSentError, Rejection, Validator, ids_from_payload
 from pilotwatch.wire import Reason, StatusMessage, WireError
 
 MAX_SANE_SEQ = 2**40
@@ -58,6 +58,9 @@ class Batch:
     duplicates: list[tuple[str, int]] = field(default_factory=list)  # re-sends: ack again once this batch is safe
     newest_sent_ms: int = 0
     seen: dict[str, tuple[int, int, int]] = field(default_factory=dict)  # device -> (received, sent, newest sample)
+    clock: dict[str, tuple[int, int]] = field(default_factory=dict)
+    """device -> (newest receive time, smallest ``received - sent``) over this batch's messages from it that were
+    stored or refused for a ``sent`` in the future: what the clock-offset estimate (:mod:`ingest.clock`) takes."""
     spans: list[tuple[int, int, str, bytes, str, int]] = field(default_factory=list)
     """Per stored message: (first line, end line, topic, payload, device, seq), so the store stage can fall back to
     making the messages safe one at a time when a batch cannot be processed as a whole."""
@@ -132,6 +135,9 @@ class Intake:
         try:
             checked = self.validator.check_readings(topic, payload, now_ms)
         except WireError as exc:
+            if isinstance(exc, FutureSentError):
+                # Refused, but heard: a device whose clock runs ahead is told as clock off, not as silent.
+                _time_clock(batch, exc.device, now_ms, exc.sent_ms)
             self._refuse(topic, payload, exc.reason, exc.detail, batch, status=False)
             return
         device, seq = checked.device, checked.seq
@@ -177,6 +183,7 @@ class Intake:
         batch.stored.append((device, seq))
         batch.newest_sent_ms = max(batch.newest_sent_ms, checked.sent_ms)
         batch.seen[device] = (now_ms, checked.sent_ms, checked.newest_t_ms)
+        _time_clock(batch, device, now_ms, checked.sent_ms)
 
     def _drop_conflicts(self, topic: str, checked: CheckedReadings) -> None:
         """Move readings that contradict a stored sample from ``checked.lines`` to its rejections."""
@@ -219,6 +226,12 @@ class Intake:
                 return
         batch.lines.append(line)
         batch.statuses.append(status)
+
+
+def _time_clock(batch: Batch, device: str, received_ms: int, sent_ms: int) -> None:
+    lag = received_ms - sent_ms
+    previous = batch.clock.get(device)
+    batch.clock[device] = (received_ms, lag if previous is None else min(previous[1], lag))
 
 
 def _conflict_payload(checked: CheckedReadings, raw: dict[str, object]) -> bytes:

@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ingest.clock import Bucket, add_lag, offset_ms
+
 LEDGER_VERSION = 1
 MAX_GAPS_SHOWN = 20
 
@@ -153,6 +155,17 @@ class DeviceRecord:
     device_oldest_unsent_ms: int | None = None
     device_state: str | None = None
     status_ms: int | None = None
+    clock_lags: list[Bucket] = field(default_factory=list)
+    """The clock-offset window (:mod:`ingest.clock`): (bucket start, smallest ``received - sent``) on ingest's clock."""
+    clock_window_ms: int | None = None
+    clock_checked_ms: int | None = None
+    """Receive time of the newest message the clock was measured on (stored, or refused for a future ``sent``)."""
+
+    def time_clock(self, received_ms: int, lag_ms: int, window_ms: int) -> None:
+        """Take one batch's smallest lag of this device into its clock-offset window."""
+        self.clock_lags = add_lag(self.clock_lags, received_ms, lag_ms, window_ms)
+        self.clock_window_ms = window_ms
+        self.clock_checked_ms = max(self.clock_checked_ms or received_ms, received_ms)
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {k: v for k, v in self.__dict__.items() if k not in ("stored", "refused")}
@@ -165,8 +178,9 @@ class DeviceRecord:
         values = dict(data)
         stored = SeqSet((int(a), int(b)) for a, b in values.pop("stored", []))
         refused = SeqSet((int(a), int(b)) for a, b in values.pop("refused", []))
+        lags = [(int(a), int(b)) for a, b in values.pop("clock_lags", [])]
         known = {k: v for k, v in values.items() if k in cls.__dataclass_fields__}
-        return cls(stored=stored, refused=refused, **known)
+        return cls(stored=stored, refused=refused, clock_lags=lags, **known)
 
     def settled(self) -> SeqSet:
         """Stored or refused: every seq the device may forget."""
@@ -196,6 +210,9 @@ class DeviceLedger:
     device_state: str | None
     last_seen_ms: int | None
     newest_sample_ms: int | None
+    clock_offset_ms: int | None = None
+    """The device clock minus ingest's, ms (:func:`ingest.clock.offset_ms` over the merged window)."""
+    clock_checked_ms: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {name: getattr(self, name) for name in self.__slots__}
@@ -299,6 +316,14 @@ def _latest(recs: list[DeviceRecord], name: str) -> Any:
     return getattr(best, name)
 
 
+def _clock_offset(recs: list[DeviceRecord]) -> int | None:
+    """The offset over the buckets of every worker (with a shared subscription each saw some of the messages)."""
+    windows = [r.clock_window_ms for r in recs if r.clock_window_ms]
+    if not windows:
+        return None
+    return offset_ms((b for r in recs for b in r.clock_lags), max(windows))
+
+
 def summarize(per_device: dict[str, list[DeviceRecord]]) -> list[DeviceLedger]:
     out = []
     for device, recs in sorted(per_device.items()):
@@ -335,6 +360,8 @@ def summarize(per_device: dict[str, list[DeviceRecord]]) -> list[DeviceLedger]:
                 device_state=_latest(recs, "device_state"),
                 last_seen_ms=_max("last_seen_ms"),
                 newest_sample_ms=_max("newest_sample_ms"),
+                clock_offset_ms=_clock_offset(recs),
+                clock_checked_ms=_max("clock_checked_ms"),
             )
         )
     return out

@@ -188,7 +188,12 @@ class IngestService:
             beat=lambda: self.stats.beat(WRITER),
         )
         self.acknowledger = Acknowledger(
-            ledger, self.stats, puback=self._puback, publish=self._publish, clock_ms=lambda: int(self._clock() * 1000)
+            ledger,
+            self.stats,
+            puback=self._puback,
+            publish=self._publish,
+            clock_ms=lambda: int(self._clock() * 1000),
+            clock_window_ms=round(settings.clock_window_s * 1000),
         )
         placement = {d: (spec.city, spec.site) for d, spec in self.validator.devices.items()}
         self.delivery = DeliveryPublisher(self.state_dir, placement, writer)

@@ -13,6 +13,7 @@ from typing import Any, Self
 from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
+from ingest.clock import DEFAULT_WINDOW_S
 from ingest.writers import V1Writer, V2Writer, Writer
 from pilotwatch.settings import (
     CommonSettings,
@@ -65,6 +66,8 @@ class IngestSettings(ServiceSettings):
     """A sample time more than this ahead of ingest's clock is refused (the device clock is wrong)."""
     clock_jump_s: float = Field(default=120.0, ge=0)
     """A sample time more than this after the message's own send time means the device clock jumped."""
+    clock_window_s: float = Field(default=DEFAULT_WINDOW_S, ge=0.01)
+    """Each device's clock offset is the smallest receive-minus-sent lag over this much receive time (ingest.clock)."""
     dedupe_window: int = Field(default=200_000, ge=0)
     """Sequence numbers per device remembered (with a content digest) to drop re-sends without a write."""
     conflict_check: ConflictCheck = ConflictCheck.ON

@@ -51,6 +51,16 @@ class Rejection:
     index: int | None = None
 
 
+class FutureSentError(WireError):
+    """A message refused because its ``sent`` is too far ahead of ingest's clock. It still says when the device's
+    clock thinks it is, so ingest measures the clock offset from it (:mod:`ingest.clock`) before refusing it."""
+
+    def __init__(self, device: str, sent_ms: int, detail: str) -> None:
+        super().__init__(Reason.FUTURE_TIMESTAMP, detail)
+        self.device = device
+        self.sent_ms = sent_ms
+
+
 @dataclass(slots=True)
 class CheckedReadings:
     device: str
@@ -149,8 +159,9 @@ class Validator:
         if spec is None:
             raise WireError(Reason.UNKNOWN_DEVICE, f"device {message.device!r} is not in the pilot manifest")
         if message.sent_ms > now_ms + self.max_future_ms:
-            raise WireError(
-                Reason.FUTURE_TIMESTAMP,
+            raise FutureSentError(
+                message.device,
+                message.sent_ms,
                 f"sent={message.sent_ms} is {(message.sent_ms - now_ms) / 1000:.0f} s ahead of ingest's clock "
                 f"(limit {self.max_future_ms / 1000:.0f} s): the device clock is wrong",
             )

@@ -132,9 +132,13 @@ SCHEMA: Final[Mapping[Measurement, MeasurementSpec]] = {
             "device_state": FieldType.STRING,
             "last_seen_ms": FieldType.INTEGER,
             "newest_sample_ms": FieldType.INTEGER,
+            "clock_offset_ms": FieldType.INTEGER,
+            "clock_checked_ms": FieldType.INTEGER,
         },
         "ingest's gap ledger of one device as published (merged over the workers of a state folder): the newest"
-        " point is the current state; gaps is a JSON list of the first missing [first, last] seq ranges",
+        " point is the current state; gaps is a JSON list of the first missing [first, last] seq ranges;"
+        " clock_offset_ms is the device clock minus ingest's (smallest receive-minus-sent lag over a window, so"
+        " short of the truth by at most the fastest transit), clock_checked_ms when ingest last measured it",
     ),
     Measurement.ALERT: MeasurementSpec(
         Measurement.ALERT,

@@ -12,7 +12,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from alerts.engine import Engine
-from alerts.rules import Point
+from alerts.rules import Delivery, Point, RuleId
 from alerts.store import AlertStore
 from api.app import create_app
 from api.settings import ApiSettings
@@ -35,8 +35,8 @@ def auth(key: str) -> dict[str, str]:
 
 
 def decide_alerts(manifest: Manifest, path: Path) -> dict[str, dict[str, str]]:
-    """In both cities: a pH limit alert, a pollution alert and a sensor-fault device alert. Returns
-    alert id -> (kind, city) of everything stored."""
+    """In both cities: a pH limit alert, a pollution alert and two device alerts (a sensor fault, a clock an hour
+    behind ingest's). Returns alert id -> (kind, city, site, rule) of everything stored."""
     store = AlertStore(path)
     engine = Engine(manifest, store)
     for hour in range(3):
@@ -48,8 +48,16 @@ def decide_alerts(manifest: Manifest, path: Path) -> dict[str, dict[str, str]]:
                     Point(city, site, device, "ph", "ph", t, 9.8, 1, "event"),
                     Point(city, site, device, "temp", "temperature", t, 30.0, 3, "fault"),
                 ]
-        engine.process(points, [], T0 + (hour + 1) * 3_600_000 - 60_000)
-    out = {a["alert_id"]: {"kind": a["kind"], "city": a["city"], "site": a["site"]} for a in store.all_alerts()}
+        deliveries = [
+            Delivery(city, site, device, T0 + hour * 3_600_000 + m * 60_000, clock_offset_ms=-3_600_000)
+            for city, (site, device) in SITES.items()
+            for m in range(0, 60, 5)
+        ]
+        engine.process(points, [], T0 + (hour + 1) * 3_600_000 - 60_000, deliveries)
+    out = {
+        a["alert_id"]: {"kind": a["kind"], "city": a["city"], "site": a["site"], "rule": a["rule"]}
+        for a in store.all_alerts()
+    }
     store.close()
     return out
 
@@ -78,6 +86,11 @@ VISIBLE = {
 
 def test_the_engine_decided_every_kind_in_both_cities(decided: dict[str, dict[str, str]]) -> None:
     assert {(a["kind"], a["city"]) for a in decided.values()} == VISIBLE["admin"]
+    # the clock-off alerts are among the device alerts the scopes below are checked on
+    assert {(a["kind"], a["city"]) for a in decided.values() if a["rule"] == RuleId.CLOCK_OFF} == {
+        ("device", "bangkok"),
+        ("device", "melaka"),
+    }
 
 
 @pytest.mark.parametrize("who", list(VISIBLE))

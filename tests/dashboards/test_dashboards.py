@@ -58,6 +58,8 @@ def seed_every_sensor(influx: InfluxV1, manifest: Manifest) -> None:
         }
         tags = {"city": city.id, "site": site.id, "device": device.id}
         lines.append(line("device_status", tags, fields, T0_MS + 10 * 60_000))
+        delivery = {"stored": 6, "last_seen_ms": T0_MS + 25 * 60_000, "clock_offset_ms": -3_600_250}
+        lines.append(line("delivery", tags, delivery, T0_MS + 26 * 60_000))
         sensor = device.sensors[0]
         alert_tags = {**tags, "sensor": sensor.id, "kind": "device", "rule": "device.sensor_fault"}
         alert_fields: dict[str, float | int | str] = {
@@ -87,10 +89,10 @@ def test_every_panel_query_returns_rows(influx: InfluxV1, manifest: Manifest) ->
             rows = influx.query(sql)
             assert rows, f"{uid} / {title}: no rows for {sql}"
             ran += 1
-    # A panel per parameter measured at each site, a device table per city (two queries), an alert table and an
-    # alert annotation per city, and the fleet's four queries, alert table and annotation.
+    # A panel per parameter measured at each site, a device table per city (three queries), an alert table and
+    # an alert annotation per city, and the fleet's five queries, alert table and annotation.
     per_site = sum(len({s.param for d in site.devices for s in d.sensors}) for _, site in manifest.iter_sites())
-    assert ran == per_site + 4 * len(manifest.cities) + 6
+    assert ran == per_site + 5 * len(manifest.cities) + 7
 
 
 def test_alert_table_and_annotation_show_the_citys_alerts_only(influx: InfluxV1, manifest: Manifest) -> None:
@@ -107,6 +109,18 @@ def test_alert_table_and_annotation_show_the_citys_alerts_only(influx: InfluxV1,
     annotation = dashboard["annotations"]["list"][0]
     assert annotation["textColumn"] == "title"
     assert annotation["datasource"] == {"type": "influxdb", "uid": "pilotwatch-influxdb"}
+
+
+def test_the_device_table_shows_each_devices_clock_offset(influx: InfluxV1, manifest: Manifest) -> None:
+    seed_every_sensor(influx, manifest)
+    city = manifest.cities[0]
+    dashboard = build_all(manifest)[city_uid(city)]
+    (table,) = [p for p in dashboard["panels"] if p["title"] == "Devices"]
+    (query,) = [t["query"] for t in table["targets"] if "clock_offset_ms" in t["query"]]
+    rows = influx.query(grafana_macros(query, T0_MS - 3_600_000, T0_MS + 3_600_000, "5m"))
+    assert {str(r["device"]): r["clock offset s"] for r in rows} == {
+        d.id: -3600.25 for s in city.sites for d in s.devices
+    }
 
 
 def test_queries_outside_the_data_return_nothing(influx: InfluxV1, manifest: Manifest) -> None:
