@@ -166,6 +166,9 @@ class DeliveryPublic(Public):
     oldest_unsent: dt.datetime | None
     device_last_seq: int | None
     last_seen: dt.datetime | None
+    clock_offset_s: float | None = None
+    """How far the device's clock runs ahead of ingest's (negative: behind), from its recent messages; the
+    ``device.clock_off`` alert fires when it stays beyond its threshold (docs/alerts.md)."""
 
 
 class ApiKeyScopePublic(Public):

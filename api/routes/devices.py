@@ -84,10 +84,12 @@ def device_delivery(store: StoreDep, scoped: ScopedDevice) -> DeliveryPublic:
             oldest_unsent=None,
             device_last_seq=None,
             last_seen=None,
+            clock_offset_s=None,
         )
     through = _int(row, "stored_through")
     oldest_unsent_ms = _int(row, "oldest_unsent_ms")
     last_seen_ms = _int(row, "last_seen_ms")
+    clock_offset_ms = _int(row, "clock_offset_ms")
     return DeliveryPublic(
         **placement,
         seen=True,
@@ -102,4 +104,5 @@ def device_delivery(store: StoreDep, scoped: ScopedDevice) -> DeliveryPublic:
         oldest_unsent=from_ms(oldest_unsent_ms) if oldest_unsent_ms is not None else None,
         device_last_seq=_int(row, "device_last_seq"),
         last_seen=from_ms(last_seen_ms) if last_seen_ms is not None else None,
+        clock_offset_s=clock_offset_ms / 1000 if clock_offset_ms is not None else None,
     )

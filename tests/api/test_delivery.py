@@ -38,21 +38,27 @@ def test_gaps_show_as_missing_then_as_recovered(
     assert body["recovered"] == 0
     assert (body["city"], body["site"]) == ("bangkok", "bkk-pratunam-pier")
 
-    # The edge re-sends what was never acknowledged: the gap closes as recovered, not lost.
+    assert body["clock_offset_s"] is None  # no message timed yet
+
+    # The edge re-sends what was never acknowledged: the gap closes as recovered, not lost. Its messages arrive
+    # 120.25 s after the time they carry: the device's clock is behind ingest's.
     ledger.mark_stored(DEVICE, 3)
     ledger.mark_stored(DEVICE, 4)
+    ledger.record(DEVICE).time_clock(1_790_000_005_000, 120_250, 600_000)
     ledger.save()
     assert publisher.publish(1_790_000_010_000)
     writer.close()
     body = client.get(f"/devices/{DEVICE}/delivery", headers=auth(keys.operator_bkk)).json()
     assert (body["stored"], body["stored_through"], body["missing"], body["gaps"]) == (7, 6, 0, [])
     assert body["recovered"] == 2
+    assert body["clock_offset_s"] == -120.25
 
 
 def test_a_device_ingest_never_saw_and_one_out_of_scope(client: TestClient, keys: Keys) -> None:
     never = client.get("/devices/bkk-asok-wq1/delivery", headers=auth(keys.operator_bkk))
     assert never.status_code == 200
     assert (never.json()["seen"], never.json()["stored"], never.json()["stored_through"]) == (False, 0, -1)
+    assert never.json()["clock_offset_s"] is None
     other = client.get("/devices/mlk-morten-wq1/delivery", headers=auth(keys.operator_bkk))
     assert other.status_code == 403
     assert other.json() == {"detail": "key 'op-bkk' has no access to device 'mlk-morten-wq1'"}
