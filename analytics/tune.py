@@ -191,6 +191,31 @@ FRAGILE_COST = 0.2
 """Strict point-wise F1 a fragile component must gain over a robust one to win a tie (see :func:`greedy`)."""
 
 
+PRECISION_FLOOR = 0.2
+"""Precision first: a component is offered only when at least this share of the readings it adds to the
+choice so far are labelled, over the folds (counted strictly, reading by reading, with one labelled and one
+unlabelled reading added as a prior so that a handful of readings decides nothing). PyHydroQC's rule alone
+would take a detector whose alarms are nearly all unlabelled when a few of them touch long labelled
+stretches."""
+
+
+def _marginal_precision(folds: list[_Fold], chosen: list[int], i: int) -> float:
+    tp = n = 0
+    for f in folds:
+        m = f.masks[i]
+        if m is None:
+            continue
+        pred = f.base.copy()
+        for j in chosen:
+            c = f.masks[j]
+            if c is not None:
+                pred |= c
+        new = m & ~pred
+        tp += int((new & f.truth).sum())
+        n += int(new.sum())
+    return (tp + 1) / (n + 2)
+
+
 def greedy(folds: list[_Fold], knobs: list[str], rule: str, weak: list[bool] | None = None) -> list[int]:
     """Indices of the components chosen greedily to maximise the objective over ``folds`` (one per knob).
 
@@ -211,6 +236,8 @@ def greedy(folds: list[_Fold], knobs: list[str], rule: str, weak: list[bool] | N
         scored: list[tuple[float, int]] = []
         for i in range(len(knobs)):
             if not knobs[i] or knobs[i] in used or all(f.masks[i] is None for f in folds):
+                continue
+            if _marginal_precision(folds, chosen, i) < PRECISION_FLOOR:
                 continue
             scored.append((_objective(rule, folds, chosen, i), i))
         if not scored:
