@@ -152,13 +152,16 @@ def blocks(n: int, folds: int) -> list[tuple[int, int]]:
 
 
 @dataclass
-class _Fold:
+class Fold:
+    """One cross-validation block: its labels, what is flagged anyway (missing readings), and per menu entry
+    what that component flags in it (None where the readings before the block cannot size it)."""
+
     truth: Mask
     base: Mask
     masks: list[Mask | None]
 
 
-def _score(rule: str, folds: list[_Fold], chosen: list[int], extra: int = -1) -> scoring.Counts:
+def _score(rule: str, folds: list[Fold], chosen: list[int], extra: int = -1) -> scoring.Counts:
     score = scoring.RULES[rule]
     total = scoring.Counts()
     for f in folds:
@@ -176,7 +179,7 @@ OBJECTIVES = ("pyhydroqc", "point", "event", "balanced")
 strict point-wise F1 (a detection that overlaps a label only by its edge earns the first, not the second)."""
 
 
-def _objective(rule: str, folds: list[_Fold], chosen: list[int], extra: int = -1) -> float:
+def _objective(rule: str, folds: list[Fold], chosen: list[int], extra: int = -1) -> float:
     if rule == "balanced":
         return (_score("pyhydroqc", folds, chosen, extra).f1 + _score("point", folds, chosen, extra).f1) / 2
     return _score(rule, folds, chosen, extra).f1
@@ -199,7 +202,7 @@ would take a detector whose alarms are nearly all unlabelled when a few of them 
 stretches."""
 
 
-def _marginal_precision(folds: list[_Fold], chosen: list[int], i: int) -> float:
+def _marginal_precision(folds: list[Fold], chosen: list[int], i: int) -> float:
     tp = n = 0
     for f in folds:
         m = f.masks[i]
@@ -216,7 +219,7 @@ def _marginal_precision(folds: list[_Fold], chosen: list[int], i: int) -> float:
     return (tp + 1) / (n + 2)
 
 
-def greedy(folds: list[_Fold], knobs: list[str], rule: str, weak: list[bool] | None = None) -> list[int]:
+def greedy(folds: list[Fold], knobs: list[str], rule: str, weak: list[bool] | None = None) -> list[int]:
     """Indices of the components chosen greedily to maximise the objective over ``folds`` (one per knob).
 
     Ties (within :data:`TIE`) go to the earlier in the menu, except that a fragile component (``weak``) gives
@@ -298,7 +301,7 @@ def tune_parameter(
             cache[key] = component_mask(c, values, times)
         return cache[key]
 
-    fold_data: list[_Fold] = []
+    fold_data: list[Fold] = []
     for a, b in blocks(n, folds)[1:]:
         comps = candidates(values, times, truth, res, step, a)
         masks: list[Mask | None] = []
@@ -309,7 +312,7 @@ def tune_parameter(
                 masks.append(whole(c)[a:b])  # causal and sized from nothing in the data: one run serves all folds
             else:
                 masks.append(component_mask(c, values[:b], times[:b])[a:b])
-        fold_data.append(_Fold(truth[a:b], missing[a:b], masks))
+        fold_data.append(Fold(truth[a:b], missing[a:b], masks))
     cv = cv_point = scoring.Counts()
     for k in range(1, len(fold_data)):
         picked = greedy(fold_data[:k], knobs, rule, weak)
