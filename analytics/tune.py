@@ -243,10 +243,14 @@ def greedy(folds: list[Fold], knobs: list[str], rule: str, weak: list[bool] | No
             if _marginal_precision(folds, chosen, i) < PRECISION_FLOOR:
                 continue
             scored.append((_objective(rule, folds, chosen, i), i))
-        if not scored:
-            return chosen
-        top = max(f1 for f1, _ in scored)
+        top = max((f1 for f1, _ in scored), default=best)
         if top <= best + MIN_GAIN:
+            if chosen and all(flags[i] for i in chosen):
+                # only fragile ranges so far: add the best robust component that costs at most MIN_GAIN on
+                # the folds, so what the range will not carry to the next season is still watched for
+                spare = [(f1, i) for f1, i in scored if not flags[i] and f1 >= best - MIN_GAIN]
+                if spare:
+                    chosen.append(max(spare, key=lambda s: (s[0], -s[1]))[1])
             return chosen
         ties = [i for f1, i in scored if f1 >= top - TIE]
         pick = ties[0]

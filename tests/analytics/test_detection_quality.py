@@ -276,6 +276,23 @@ def test_tune_leaves_out_a_component_whose_alarms_are_mostly_unlabelled() -> Non
     assert greedy([Fold(truth, np.zeros(n, dtype=bool), [sloppy])], ["detectors.forecast"], "pyhydroqc") == []
 
 
+def test_tune_backs_a_lone_range_with_a_robust_test() -> None:
+    """A narrow range that fits the labels best is not left alone: the best robust test that costs at most
+    MIN_GAIN on the folds joins it, to watch for what the range will not carry to the next season."""
+    n = 1000
+    truth = np.zeros(n, dtype=bool)
+    truth[200:260] = True
+    truth[600:660] = True
+    narrow = truth.copy()
+    local = np.zeros(n, dtype=bool)
+    local[[200, 259, 600, 659, 900]] = True
+    folds = [Fold(truth, np.zeros(n, dtype=bool), [narrow, local])]
+    knobs = ["qartod.gross_range", "qartod.spike"]
+    assert scoring.pyhydroqc(truth, local).f1 < 1.0
+    assert greedy(folds, knobs, "pyhydroqc", [False, False]) == [0]
+    assert greedy(folds, knobs, "pyhydroqc", [True, False]) == [0, 1]
+
+
 def test_qc_tune_cli_writes_a_config_qc_and_the_service_accept(tmp_path: Path) -> None:
     path, _ = labelled_csv(tmp_path, days=20)
     out = tmp_path / "tuned.yaml"
