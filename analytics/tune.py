@@ -12,6 +12,9 @@ forecast at several thresholds). Each component is run once over the whole perio
 configuration when any of its components flags it (QARTOD SUSPECT/FAIL, a detector alarm) or it is missing.
 Components are then chosen greedily — the one that raises F1 most, at most one setting per test or detector,
 until nothing raises it — under a scoring rule of :mod:`analytics.scoring` (``pyhydroqc`` by default).
+Precision first: a component whose new detections over the folds are mostly unlabelled is never offered
+(:data:`PRECISION_FLOOR`), a range fitted to the labelled period gives way in a tie to a test that carries to
+the next season, and a lone such range is backed by one (:func:`greedy`).
 
 Cross-validation in time, never on the future. The period is cut into ``folds`` consecutive blocks; the first
 only warms up. Block k is scored with every component sized from the readings before it (ranges, quantiles)
