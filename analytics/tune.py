@@ -12,6 +12,9 @@ forecast at several thresholds). Each component is run once over the whole perio
 configuration when any of its components flags it (QARTOD SUSPECT/FAIL, a detector alarm) or it is missing.
 Components are then chosen greedily — the one that raises F1 most, at most one setting per test or detector,
 until nothing raises it — under a scoring rule of :mod:`analytics.scoring` (``pyhydroqc`` by default).
+Precision first: a component whose new detections over the folds are mostly unlabelled is never offered
+(:data:`PRECISION_FLOOR`), a range fitted to the labelled period gives way in a tie to a test that carries to
+the next season, and a lone such range is backed by one (:func:`greedy`).
 
 Cross-validation in time, never on the future. The period is cut into ``folds`` consecutive blocks; the first
 only warms up. Block k is scored with every component sized from the readings before it (ranges, quantiles)
@@ -56,6 +59,8 @@ class Component:
     section: str
     name: str
     params: Mapping[str, Any]
+    fragile: bool = False
+    """Whether it claims the water stays near what the labelled period saw (see :func:`greedy`)."""
 
     @property
     def knob(self) -> str:
@@ -102,9 +107,11 @@ def candidates(  # noqa: PLR0917  # the fold loop passes the same six things eve
         s_lo, s_hi = lo - margin * spread, hi + margin * spread
         f_lo, f_hi = lo - (margin + 1.0) * spread, hi + (margin + 1.0) * spread
         # one-sided spans too: a season the period did not cover moves one bound, and many sensors fail one way
-        for suspect in ([s_lo, s_hi], [f_lo, s_hi], [s_lo, f_hi]):
+        # and the fail span alone: it catches only the impossible (sentinels, a probe out of water)
+        for suspect in ([s_lo, s_hi], [f_lo, s_hi], [s_lo, f_hi], [f_lo, f_hi]):
             span = {"fail_span": [f_lo, f_hi], "suspect_span": suspect}
-            out.append(Component("qartod", "gross_range", span) if enough else None)
+            narrow = suspect != [f_lo, f_hi]
+            out.append(Component("qartod", "gross_range", span, fragile=narrow) if enough else None)
     dt = np.diff(ts) / 1e9
     diffs = np.abs(np.diff(normal))
     ok = np.isfinite(diffs) & (dt > 0)
@@ -148,13 +155,16 @@ def blocks(n: int, folds: int) -> list[tuple[int, int]]:
 
 
 @dataclass
-class _Fold:
+class Fold:
+    """One cross-validation block: its labels, what is flagged anyway (missing readings), and per menu entry
+    what that component flags in it (None where the readings before the block cannot size it)."""
+
     truth: Mask
     base: Mask
     masks: list[Mask | None]
 
 
-def _score(rule: str, folds: list[_Fold], chosen: list[int], extra: int = -1) -> scoring.Counts:
+def _score(rule: str, folds: list[Fold], chosen: list[int], extra: int = -1) -> scoring.Counts:
     score = scoring.RULES[rule]
     total = scoring.Counts()
     for f in folds:
@@ -172,29 +182,87 @@ OBJECTIVES = ("pyhydroqc", "point", "event", "balanced")
 strict point-wise F1 (a detection that overlaps a label only by its edge earns the first, not the second)."""
 
 
-def _objective(rule: str, folds: list[_Fold], chosen: list[int], extra: int = -1) -> float:
+def _objective(rule: str, folds: list[Fold], chosen: list[int], extra: int = -1) -> float:
     if rule == "balanced":
         return (_score("pyhydroqc", folds, chosen, extra).f1 + _score("point", folds, chosen, extra).f1) / 2
     return _score(rule, folds, chosen, extra).f1
 
 
-def greedy(folds: list[_Fold], knobs: list[str], rule: str) -> list[int]:
-    """Indices of the components chosen greedily to maximise the objective over ``folds`` (one per knob)."""
+TIE = 1e-9
+"""Objective values this close are a tie: the folds cannot tell the settings apart (PyHydroQC's rule credits a
+whole labelled stretch for one detection in it, so many settings score exactly alike)."""
+
+
+FRAGILE_COST = 0.2
+"""Strict point-wise F1 a fragile component must gain over a robust one to win a tie (see :func:`greedy`)."""
+
+
+PRECISION_FLOOR = 0.2
+"""Precision first: a component is offered only when at least this share of the readings it adds to the
+choice so far are labelled, over the folds (counted strictly, reading by reading, with one labelled and one
+unlabelled reading added as a prior so that a handful of readings decides nothing). PyHydroQC's rule alone
+would take a detector whose alarms are nearly all unlabelled when a few of them touch long labelled
+stretches."""
+
+
+def _marginal_precision(folds: list[Fold], chosen: list[int], i: int) -> float:
+    tp = n = 0
+    for f in folds:
+        m = f.masks[i]
+        if m is None:
+            continue
+        pred = f.base.copy()
+        for j in chosen:
+            c = f.masks[j]
+            if c is not None:
+                pred |= c
+        new = m & ~pred
+        tp += int((new & f.truth).sum())
+        n += int(new.sum())
+    return (tp + 1) / (n + 2)
+
+
+def greedy(folds: list[Fold], knobs: list[str], rule: str, weak: list[bool] | None = None) -> list[int]:
+    """Indices of the components chosen greedily to maximise the objective over ``folds`` (one per knob).
+
+    Ties (within :data:`TIE`) go to the earlier in the menu, except that a fragile component (``weak``) gives
+    way to a robust one whose strict point-wise F1 over the folds is at most :data:`FRAGILE_COST` lower. A
+    fragile component is a gross range whose suspect span lies within one spread of the period's normal
+    readings: it claims the water stays where the labelled period saw it, and sized on part of a year that
+    claim breaks with the next season (a stage range learnt in spring fires all through the autumn low flow),
+    which the folds cannot see when the period holds no such season. Tests of local change judge a reading
+    against its neighbours, detectors adapt, and a span wider than the normal spread catches only the
+    impossible, so those carry over. PyHydroQC's rule credits a whole labelled stretch for one detection in
+    it, so exact ties are common."""
     chosen: list[int] = []
     best = _objective(rule, folds, chosen)
+    flags = weak if weak is not None else [False] * len(knobs)
     while True:
         used = {knobs[i] for i in chosen}
-        pick, pick_f1 = -1, best
+        scored: list[tuple[float, int]] = []
         for i in range(len(knobs)):
             if not knobs[i] or knobs[i] in used or all(f.masks[i] is None for f in folds):
                 continue
-            f1 = _objective(rule, folds, chosen, i)
-            if f1 > pick_f1 + (MIN_GAIN if pick < 0 else 1e-9):
-                pick, pick_f1 = i, f1
-        if pick < 0:
+            if _marginal_precision(folds, chosen, i) < PRECISION_FLOOR:
+                continue
+            scored.append((_objective(rule, folds, chosen, i), i))
+        top = max((f1 for f1, _ in scored), default=best)
+        if top <= best + MIN_GAIN:
+            if chosen and all(flags[i] for i in chosen):
+                # only fragile ranges so far: add the best robust component that costs at most MIN_GAIN on
+                # the folds, so what the range will not carry to the next season is still watched for
+                spare = [(f1, i) for f1, i in scored if not flags[i] and f1 >= best - MIN_GAIN]
+                if spare:
+                    chosen.append(max(spare, key=lambda s: (s[0], -s[1]))[1])
             return chosen
+        ties = [i for f1, i in scored if f1 >= top - TIE]
+        pick = ties[0]
+        if flags[pick]:
+            floor = _score("point", folds, chosen, pick).f1 - FRAGILE_COST
+            robust = [i for i in ties if not flags[i] and _score("point", folds, chosen, i).f1 >= floor]
+            pick = robust[0] if robust else pick
         chosen.append(pick)
-        best = pick_f1
+        best = max(best, next(f1 for f1, i in scored if i == pick))
 
 
 def tune_parameter(
@@ -231,6 +299,7 @@ def tune_parameter(
         return ParameterTuning(cfg, [], counts, counts, labelled, point, point, [note])
     # a component the whole period cannot size is never offered (its knob is empty)
     knobs = [c.knob if c is not None else "" for c in final]
+    weak = [c is not None and c.fragile for c in final]
     cache: dict[str, Mask] = {}
 
     def whole(c: Component) -> Mask:
@@ -239,7 +308,7 @@ def tune_parameter(
             cache[key] = component_mask(c, values, times)
         return cache[key]
 
-    fold_data: list[_Fold] = []
+    fold_data: list[Fold] = []
     for a, b in blocks(n, folds)[1:]:
         comps = candidates(values, times, truth, res, step, a)
         masks: list[Mask | None] = []
@@ -250,13 +319,13 @@ def tune_parameter(
                 masks.append(whole(c)[a:b])  # causal and sized from nothing in the data: one run serves all folds
             else:
                 masks.append(component_mask(c, values[:b], times[:b])[a:b])
-        fold_data.append(_Fold(truth[a:b], missing[a:b], masks))
+        fold_data.append(Fold(truth[a:b], missing[a:b], masks))
     cv = cv_point = scoring.Counts()
     for k in range(1, len(fold_data)):
-        picked = greedy(fold_data[:k], knobs, rule)
+        picked = greedy(fold_data[:k], knobs, rule, weak)
         cv = cv + _score(shown, fold_data[k : k + 1], picked)
         cv_point = cv_point + _score("point", fold_data[k : k + 1], picked)
-    picked = greedy(fold_data, knobs, rule)
+    picked = greedy(fold_data, knobs, rule, weak)
     cfg_dict: dict[str, Any] = {"qartod": {}, "detectors": {}}
     chosen = [c for c in (final[i] for i in picked) if c is not None]
     for c in chosen:

@@ -207,6 +207,11 @@ def main() -> None:
                 print(f"pooled {which:<16}{config:<9}{'':>6}{fmt(pooled)}")
                 med = "".join(f"{'':>12}{medians[r]:>6.2f}" for r in ("point", "event", "pyhydroqc"))
                 print(f"median F1 {which:<13}{config:<9}{len(labelled):>6}{med}")
+                h, pt = pooled["pyhydroqc"], pooled["point"]
+                print(
+                    f"  counts {which} {config}: PyHydroQC TP {h.tp} FP {h.fp} FN {h.fn} F1 {h.f1:.3f}; "
+                    f"point-wise TP {pt.tp} FP {pt.fp} FN {pt.fn} P {pt.precision:.3f} F1 {pt.f1:.3f}"
+                )
         for level, (n_labelled, readings, episodes) in support.items():
             print(
                 f"defaults, episodes {level:<9}: {readings} anomalous readings in {episodes} episodes, "

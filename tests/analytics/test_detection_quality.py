@@ -17,7 +17,7 @@ from analytics.detectors import SeasonalARDetector, detector_from_state
 from analytics.labels import Label, episode_support, label_site
 from analytics.pipeline import evaluate_site
 from analytics.service import check_streamable
-from analytics.tune import label_mask, tune_parameter
+from analytics.tune import Fold, greedy, label_mask, tune_parameter
 from pilotwatch.qc_config import ParameterQC, QCConfig
 from pilotwatch.schema import QartodFlag
 
@@ -231,6 +231,66 @@ def test_tune_learns_from_the_past_and_beats_the_defaults(tmp_path: Path) -> Non
     later = scoring.pyhydroqc(truth[half:], pred[half:])
     assert later.f1 > 0.9
     assert scoring.pointwise(truth[half:], pred[half:]).precision > 0.9
+
+
+def test_tune_prefers_a_local_test_to_a_range_the_next_season_breaks() -> None:
+    """Stage rising through a spring with single-reading drops (a probe pulled for cleaning), labelled; a gross
+    range and a spike test fit those labels equally, but only the spike test still holds when the autumn low
+    flow takes the stage below anything the spring saw."""
+    rng = np.random.default_rng(3)
+    days = 60
+    n = days * 96
+    ns = (np.arange(n, dtype=np.int64) * 900 + 1_700_000_000) * 1_000_000_000
+    season = np.concatenate([np.linspace(40, 90, n // 2), np.linspace(90, 5, n - n // 2)])
+    x = season + 0.5 * np.sin(np.arange(n) * 2 * np.pi / 96) + rng.normal(0, 0.05, n)
+    truth = np.zeros(n, dtype=bool)
+    for i in range(200, n, 600):
+        x[i] = 2.0
+        truth[i] = True
+    half = n // 2
+    tuned = tune_parameter("stage", x[:half], ns[:half], truth[:half])
+    cfg = QCConfig(parameters={"stage": tuned.config})
+    res = evaluate_site({"stage": x}, ns.view("datetime64[ns]"), cfg).parameters["stage"]
+    pred = np.isin(res.flag, (3, 4, 9)) | res.anomaly
+    later = scoring.pointwise(truth[half:], pred[half:])
+    assert later.recall == 1.0
+    assert later.fp <= 5, f"{later.fp} unlabelled readings flagged in the low-flow season by {tuned.notes}"
+
+
+def test_tune_leaves_out_a_component_whose_alarms_are_mostly_unlabelled() -> None:
+    """A component that touches every labelled stretch with one reading and runs on for hours past it scores
+    PyHydroQC F1 1.0 (its groups hold a label) while 98 % of what it flags is unlabelled: the precision floor
+    leaves it out; one that flags a share of the labelled readings and little else is taken."""
+    n = 2000
+    truth = np.zeros(n, dtype=bool)
+    sloppy = np.zeros(n, dtype=bool)
+    precise = np.zeros(n, dtype=bool)
+    for a in range(100, n - 200, 400):
+        truth[a : a + 50] = True
+        sloppy[a + 49 : a + 110] = True
+        precise[a + 10 : a + 30] = True
+    precise[1990] = True
+    folds = [Fold(truth.copy(), np.zeros(n, dtype=bool), [sloppy.copy(), precise.copy()]) for _ in range(3)]
+    assert scoring.pyhydroqc(truth, sloppy).f1 == 1.0
+    assert greedy(folds, ["detectors.forecast", "qartod.spike"], "pyhydroqc") == [1]
+    assert greedy([Fold(truth, np.zeros(n, dtype=bool), [sloppy])], ["detectors.forecast"], "pyhydroqc") == []
+
+
+def test_tune_backs_a_lone_range_with_a_robust_test() -> None:
+    """A narrow range that fits the labels best is not left alone: the best robust test that costs at most
+    MIN_GAIN on the folds joins it, to watch for what the range will not carry to the next season."""
+    n = 1000
+    truth = np.zeros(n, dtype=bool)
+    truth[200:260] = True
+    truth[600:660] = True
+    narrow = truth.copy()
+    local = np.zeros(n, dtype=bool)
+    local[[200, 259, 600, 659, 900]] = True
+    folds = [Fold(truth, np.zeros(n, dtype=bool), [narrow, local])]
+    knobs = ["qartod.gross_range", "qartod.spike"]
+    assert scoring.pyhydroqc(truth, local).f1 < 1.0
+    assert greedy(folds, knobs, "pyhydroqc", [False, False]) == [0]
+    assert greedy(folds, knobs, "pyhydroqc", [True, False]) == [0, 1]
 
 
 def test_qc_tune_cli_writes_a_config_qc_and_the_service_accept(tmp_path: Path) -> None:
