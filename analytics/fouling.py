@@ -47,10 +47,12 @@ HOURS_PER_DAY = 24
 MAX_GAP_H = 3  # hours without a gain: the build-up is not known to have been gradual, so it restarts
 
 # fst indices
-CUR_HOUR, CUR_SUM, CUR_N, GAIN, G_PREV, DESCENT_H, FROM_CLEAN, ALARM, ALARM_H, LAST_GAIN_HOUR, APART_H = range(11)
+CUR_HOUR, CUR_SUM, CUR_N, GAIN, G_PREV, DESCENT_H, SLIDE, ALARM, ALARM_H, LAST_GAIN_HOUR, APART_H = range(11)
 EXCURSION_H = 11
-FST_SIZE = 12
+FROM_CLEAN = 12
+FST_SIZE = 13
 MAX_APART_H = 48  # hours a level stays away from the profile before it is learned afresh (a new normal)
+SLID_SHARE = 2.0 / 3.0  # at least this share of the departure must have come hour by hour, not in jumps
 MAX_EXCURSION_H = 12  # longer than any event of the pilots (6 h and its tail): a jump held longer is a new level
 
 
@@ -116,8 +118,10 @@ def _close_hour(
     if used * 2 >= w and den > 0.0 and num / den > 0.0:
         gain = num / den
         if hour - fst[LAST_GAIN_HOUR] > MAX_GAP_H:
+            # what happened in the gap is unknown: a build-up is followed again only from a clean gain
             fst[G_PREV] = np.nan
             fst[EXCURSION_H] = 0.0
+            fst[FROM_CLEAN] = 0.0
         d = sign * (gain - 1.0)
         prev = fst[G_PREV]
         if in_alarm:
@@ -129,34 +133,33 @@ def _close_hour(
                 fst[ALARM] = 0.0
                 fst[ALARM_H] = 0.0
                 fst[DESCENT_H] = 0.0
-                fst[FROM_CLEAN] = 0.0
+                fst[SLIDE] = 0.0
                 in_alarm = False
             fst[G_PREV] = gain
             fst[GAIN] = gain
         elif np.isfinite(prev) and abs(gain - prev) > max_step * departure:
-            # an hour that jumps away from the last quiet one: an event or a weather step, not a film; skipped,
-            # unless the new level holds, and then the departure was reached by a jump, not a slide
+            # an hour that jumps away from the last quiet one: an event or a weather step, not a film. Skipped;
+            # a new level that holds becomes the reference for the next hours, but its jump is no part of a slide
             fst[EXCURSION_H] += 1.0
             if fst[EXCURSION_H] > MAX_EXCURSION_H:
                 fst[EXCURSION_H] = 0.0
-                fst[DESCENT_H] = 0.0
-                fst[FROM_CLEAN] = 0.0
                 fst[G_PREV] = gain
                 fst[GAIN] = gain
         else:
             fst[EXCURSION_H] = 0.0
             if d < departure / 3.0:
                 fst[DESCENT_H] = 0.0
+                fst[SLIDE] = 0.0
                 fst[FROM_CLEAN] = 1.0
-            elif fst[FROM_CLEAN] > 0.0 and np.isfinite(prev):
-                # a build-up counts only when it was followed from a clean gain, hour by hour
+            elif fst[FROM_CLEAN] > 0.0:
+                # the build-up: hours away from the clean level, and how much of the way was slid hour by hour
                 fst[DESCENT_H] += 1.0
-                if d >= departure and fst[DESCENT_H] >= min_descent_h:
+                if np.isfinite(prev):
+                    fst[SLIDE] += sign * (gain - prev)
+                if d >= departure and fst[DESCENT_H] >= min_descent_h and fst[SLIDE] >= SLID_SHARE * departure:
                     fst[ALARM] = 1.0
                     fst[ALARM_H] = 0.0
                     in_alarm = True
-            else:
-                fst[FROM_CLEAN] = 0.0
             fst[G_PREV] = gain
             fst[GAIN] = gain
         fst[LAST_GAIN_HOUR] = hour
@@ -178,6 +181,7 @@ def _close_hour(
             pcount[:] = 0
             fst[APART_H] = 0.0
             fst[G_PREV] = np.nan
+            fst[FROM_CLEAN] = 0.0
 
 
 @kernel
