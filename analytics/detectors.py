@@ -476,9 +476,9 @@ class FoulingDetector(Detector):
 
     ``direction`` is where a fouled probe departs (``low``: DO, conductivity; ``high``: optical turbidity);
     ``departure`` the share of the clean level that opens an episode; ``window`` (seconds, whole hours) the span
-    the gain is taken over (an hour; 25 h for a tidal series); ``min_descent`` (seconds) how long the departure
-    must have built up; ``max_step`` the largest hourly move towards the fault, as a share of ``departure``, that
-    still counts as a slide; ``release`` the share of ``departure`` under which the episode closes;
+    the gain is taken over; ``min_descent`` (seconds) how long the departure must have built up; ``max_step``
+    the largest hourly move, as a share of ``departure``, that is part of a slide (a larger one is an excursion:
+    an event or a weather step); ``release`` the share of ``departure`` under which the episode closes;
     ``memory_days`` the profile's memory; ``grace_period`` the days each hour of the profile must have learned;
     ``max_episode`` (seconds) after which a held level is accepted. Its verdict is ``fault``: scores in alarm
     units (1.0 = fouled).

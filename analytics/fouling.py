@@ -2,35 +2,47 @@
 """The fouling signature's kernel: a probe whose gain against its own clean daily profile slides away slowly.
 
 Physics. Biofilm on a dissolved-oxygen membrane or optical window, or on a conductivity cell, grows over days
-(an estuary can cover a probe within a week, ../shared/reference): an optical DO probe and a conductivity cell
-read *low* — the film consumes oxygen and blocks the cell, so the level and the daily swing shrink together (a
-gain below 1) — and an optical turbidity window reads *high*. The error grows smoothly with the film and vanishes
-at once when the probe is cleaned. Water does other things: a discharge or a storm moves a parameter within
-minutes to an hour, and day-to-day weather moves the level in steps, not in a slide lasting many hours.
+(an estuary can cover a probe within a week; a fouled conductivity cell gives an artificial drop:
+../shared/reference): an optical DO probe and a conductivity cell read *low* — the film consumes oxygen and
+blocks the cell, so the level and the daily swing shrink together (a gain below 1) — and an optical turbidity
+window reads *high*. The error grows smoothly with the film and vanishes at once when the probe is cleaned.
+Water does other things: a discharge or a storm moves a parameter within minutes to an hour, and day-to-day
+weather moves the level in steps, not in a slide lasting many hours.
 
 Signature. The readings of each clock hour are averaged; a clean **profile** holds, per hour of the day, an
 exponentially weighted mean of those hourly means (memory ``alpha`` per day). The **gain** is the sum of the
-last ``window`` hourly means over the sum of the profile at the same hours (one hour for a probe whose cycle is
-the day; two tides, 25 h, for a tidal conductivity cell so the tide cancels). The departure is ``1 - gain``
-(reads low) or ``gain - 1`` (reads high). A fouling episode opens when
+last ``window`` hourly means over the sum of the profile at the same hours; the **departure** is ``1 - gain``
+(reads low) or ``gain - 1`` (reads high). Hour by hour:
 
-1. the departure reaches ``departure`` (a share of the clean level), and
-2. it built up over at least ``min_descent`` hours since the gain was last within a third of that, and
-3. in no single hour of that build-up did the gain move towards the fault by more than ``max_step`` ×
-   ``departure`` (a slide, not a drop: a pollution event or a weather step breaks this).
+- an hour whose gain moves more than ``max_step`` × ``departure`` from the last quiet hour's is an
+  **excursion** (an event, a weather step): it is skipped; if the new level holds longer than
+  ``MAX_EXCURSION_H`` it becomes the reference for the next hours, but its jump is no part of a slide;
+- a quiet hour within a third of ``departure`` is clean: the build-up restarts;
+- a quiet hour further away adds to the **build-up**: its duration and its **slide**, the part of the
+  departure that came hour by hour (the sum of the quiet hourly moves towards the fault).
 
-The episode closes when the departure falls back under ``release`` × ``departure`` (the cleaning step) or after
-``max_episode`` hours (the new level is then accepted: the profile restarts). The profile learns every complete
-hour outside an episode and is frozen during one, so a fouled stretch never becomes the reference.
+A fouling episode opens when the departure reaches ``departure``, the build-up has lasted ``min_descent`` hours
+since a clean hour (after a gap of more than ``MAX_GAP_H`` hours, or a new profile, only from a clean hour
+again), and at least ``SLID_SHARE`` of ``departure`` was slid. A discharge, a storm or a day of different weather
+arrives as a jump and is excluded; a film that grows while the weather changes or a discharge passes still
+accumulates its slide. The episode closes when the departure falls back under ``release`` × ``departure`` (the
+cleaning step) or after ``max_episode`` hours (the new level is then accepted: the profile restarts). The
+profile learns every complete hour outside an episode that lies within ``departure`` of it (an excursion is not
+the clean water) and is frozen during one, so a fouled stretch never becomes the reference; a level that stays
+away from it for ``MAX_APART_H`` hours outside an episode (the pilot's effect starting, a season) is learned
+afresh.
 
 Scores. A reading scores 0 outside an episode and max(1, departure / ``departure``) inside one; the state is
 that of the hours completed before the reading's own hour (an episode opens at most an hour after its
-signature). Missing readings score NaN and are not learned. Times are epoch nanoseconds; hours are UTC clock
-hours, the profile's 24 bins UTC hours of the day.
+signature, and closes on the first reading an hour after the cleaning). Missing readings score NaN and are not
+learned. Times are epoch nanoseconds; hours are UTC clock hours, the profile's 24 bins UTC hours of the day.
+Scoring and learning are the same loop for one reading or many, so streaming equals batch and any chunking
+equals one run.
 
 State (arrays, so it checkpoints as lists and pickles): ``fst`` = [cur_hour, cur_sum, cur_n, gain, g_prev,
-descent_h, max_jump, alarm, alarm_h, last_gain_hour], ``ring`` / ``ring_hour`` the last ``window`` hourly means
-and their hour numbers, ``profile`` / ``pcount`` the clean profile and how many hours each bin learned.
+build-up hours, slide, episode, episode hours, last gain hour, hours apart, excursion hours, from clean],
+``ring`` / ``ring_hour`` the last ``window`` hourly means and their hour numbers, ``profile`` / ``pcount`` the
+clean profile and how many hours each bin learned.
 """
 
 from __future__ import annotations

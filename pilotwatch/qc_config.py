@@ -185,7 +185,7 @@ class Fouling(_Strict):
     departure: float = Field(default=0.1, gt=0, le=1, description="share of the clean level that opens an episode")
     window: float = Field(default=3_600.0, gt=0, description="seconds (whole hours) the gain is taken over")
     min_descent: float = Field(default=6 * 3_600.0, ge=0, description="seconds the departure must have built up")
-    max_step: float = Field(default=0.5, gt=0, description="largest hourly move towards the fault, share of departure")
+    max_step: float = Field(default=0.5, gt=0, description="largest hourly move of a slide, share of departure")
     release: float = Field(default=0.5, gt=0, le=1, description="the episode closes under this share of departure")
     memory_days: float = Field(default=7.0, ge=1, description="days the clean daily profile remembers")
     grace_period: int = Field(default=2, ge=1, description="days each hour of the profile learns before scoring")
