@@ -22,15 +22,15 @@ last ``window`` hourly means over the sum of the profile at the same hours; the 
   departure that came hour by hour (the sum of the quiet hourly moves towards the fault).
 
 A fouling episode opens when the departure reaches ``departure``, the build-up has lasted ``min_descent`` hours
-since a clean hour (after a gap of more than ``MAX_GAP_H`` hours, or a new profile, only from a clean hour
-again), and at least ``SLID_SHARE`` of ``departure`` was slid. A discharge, a storm or a day of different weather
-arrives as a jump and is excluded; a film that grows while the weather changes or a discharge passes still
-accumulates its slide. The episode closes when the departure falls back under ``release`` × ``departure`` (the
-cleaning step) or after ``max_episode`` hours (the new level is then accepted: the profile restarts). The
-profile learns every complete hour outside an episode that lies within ``departure`` of it (an excursion is not
-the clean water) and is frozen during one, so a fouled stretch never becomes the reference; a level that stays
-away from it for ``MAX_APART_H`` hours outside an episode (the pilot's effect starting, a season) is learned
-afresh.
+since a clean hour (with a new profile, only from a clean hour again; across a gap in the data the hour after it
+is compared with the hour before, so a jump in the gap is an excursion), and at least ``SLID_SHARE`` of
+``departure`` was slid. A discharge, a storm or a day of different weather arrives as a jump and is excluded; a
+film that grows while the weather changes or a discharge passes still accumulates its slide. The episode closes
+when the departure falls back under ``release`` × ``departure`` (the cleaning step) or after ``max_episode``
+hours (the new level is then accepted: the profile restarts). The profile learns every complete hour outside an
+episode that lies within ``departure`` of it (an excursion is not the clean water) and is frozen during one, so
+a fouled stretch never becomes the reference; a level that stays away from it for ``MAX_APART_H`` hours outside
+an episode (the pilot's effect starting, a season) is learned afresh.
 
 Scores. A reading scores 0 outside an episode and max(1, departure / ``departure``) inside one; the state is
 that of the hours completed before the reading's own hour (an episode opens at most an hour after its
@@ -56,7 +56,6 @@ SCORE_ONLY = 1
 LEARN_ONLY = 2
 NS_PER_HOUR = 3_600_000_000_000
 HOURS_PER_DAY = 24
-MAX_GAP_H = 3  # hours without a gain: the build-up is not known to have been gradual, so it restarts
 
 # fst indices
 CUR_HOUR, CUR_SUM, CUR_N, GAIN, G_PREV, DESCENT_H, SLIDE, ALARM, ALARM_H, LAST_GAIN_HOUR, APART_H = range(11)
@@ -129,11 +128,6 @@ def _close_hour(
     in_alarm = fst[ALARM] > 0.0
     if used * 2 >= w and den > 0.0 and num / den > 0.0:
         gain = num / den
-        if hour - fst[LAST_GAIN_HOUR] > MAX_GAP_H:
-            # what happened in the gap is unknown: a build-up is followed again only from a clean gain
-            fst[G_PREV] = np.nan
-            fst[EXCURSION_H] = 0.0
-            fst[FROM_CLEAN] = 0.0
         d = sign * (gain - 1.0)
         prev = fst[G_PREV]
         if in_alarm:

@@ -15,6 +15,7 @@ import pickle
 import numpy as np
 import pytest
 
+from analytics import fouling as kernel
 from analytics.detectors import FoulingDetector
 from analytics.labels import Label
 from analytics.pipeline import evaluate_site
@@ -22,6 +23,7 @@ from analytics.service import sensor_qc
 from pilotwatch.manifest import Manifest
 from pilotwatch.qc_config import QCConfig
 from pilotwatch.schema import QartodFlag
+from tests.analytics import naive
 
 SEED = 11
 STEP_S = 300
@@ -147,6 +149,37 @@ def test_streaming_chunked_and_restored_equal_batch() -> None:
             else pickle.loads(pickle.dumps(d))
         )
     np.testing.assert_array_equal(batch, np.concatenate(parts))
+
+
+@pytest.mark.parametrize("direction", ["low", "high"])
+def test_kernel_equals_the_naive_reference(direction: str) -> None:
+    t, columns = site(fouled=True, crash=True)
+    x = columns["do"] if direction == "low" else 60.0 - columns["do"] * 4  # a probe that fouls upwards
+    x = x.copy()
+    rng = np.random.default_rng(SEED)
+    x[rng.random(x.shape[0]) < 0.05] = np.nan
+    x[1500:1560] = np.nan  # a five-hour gap
+    x[2400:2410] = x[2400] * 1.5  # a jump held under an hour
+    d = FoulingDetector(step=STEP_S, direction=direction, departure=0.15, min_descent=6 * 3600, max_episode=2 * 86_400)
+    ours = d.score_many(x, t)
+    assert (ours >= 1).any()
+    reference = naive.fouling(
+        x.tolist(),
+        t.view(np.int64).tolist(),
+        sign=-1.0 if direction == "low" else 1.0,
+        departure=0.15,
+        min_descent_h=6,
+        max_step=0.5,
+        release=0.5,
+        alpha=1 / 7,
+        grace=2,
+        max_episode_h=48,
+        min_per_hour=6,
+        max_excursion_h=kernel.MAX_EXCURSION_H,
+        max_apart_h=kernel.MAX_APART_H,
+        slid_share=kernel.SLID_SHARE,
+    )
+    np.testing.assert_array_equal(ours, np.array(reference))
 
 
 @pytest.mark.parametrize(
