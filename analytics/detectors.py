@@ -13,10 +13,16 @@ lists and numbers (JSON-able), ``from_state(d)`` restores a detector that contin
 detectors also pickle.
 
 ``alarm_score(values, times)`` is ``score_many`` scaled so that 1.0 is the alarm level for every detector.
+
+Each detector states its ``verdict``: an ``anomaly`` alarm says only that a reading is unusual (the labels then
+decide, from the site's other parameters, whether it is the water or the sensor); a ``fault`` alarm is a
+sick-sensor signature by itself (:class:`FoulingDetector`), so the pipeline records it as a per-reading flag
+column beside the QARTOD tests and the reading is SUSPECT and labelled fault (:mod:`analytics.labels`).
 """
 
 from __future__ import annotations
 
+import enum
 from abc import ABC, abstractmethod
 from typing import Any, ClassVar, Self
 
@@ -25,6 +31,7 @@ import numpy.typing as npt
 
 from analytics import _kernels as k
 from analytics import forecast as fc
+from analytics import fouling as fl
 from analytics.qartod import as_times, as_values
 
 FloatArray = npt.NDArray[np.float64]
@@ -50,10 +57,25 @@ def _alpha(name: str, value: float) -> float:
     return v
 
 
+class Verdict(enum.StrEnum):
+    """What a detector's alarm says about a reading."""
+
+    ANOMALY = "anomaly"  # unusual; the labels decide between the water and the sensor
+    FAULT = "fault"  # a sick-sensor signature by itself
+
+
+class Direction(enum.StrEnum):
+    """Which way a fouled probe's reading departs from the water's."""
+
+    LOW = "low"  # the film consumes oxygen or blocks the cell: DO, conductivity read low
+    HIGH = "high"  # the film scatters light: an optical turbidity window reads high
+
+
 class Detector(ABC):
     """Base of every streaming detector: parameters, explicit state arrays, and the three verbs."""
 
     needs_times: ClassVar[bool] = False
+    verdict: ClassVar[Verdict] = Verdict.ANOMALY
     scores_in_alarm_units: ClassVar[bool] = False
     name: ClassVar[str] = ""
     threshold: float = 1.0
@@ -448,8 +470,102 @@ class SeasonalARDetector(Detector):
         )
 
 
+class FoulingDetector(Detector):
+    """Fouling: the probe's gain against its own clean daily profile slides away over hours to days, without a
+    jump, and comes back at the cleaning (:mod:`analytics.fouling` has the physics and the signature).
+
+    ``direction`` is where a fouled probe departs (``low``: DO, conductivity; ``high``: optical turbidity);
+    ``departure`` the share of the clean level that opens an episode; ``window`` (seconds, whole hours) the span
+    the gain is taken over; ``min_descent`` (seconds) how long the departure must have built up; ``max_step``
+    the largest hourly move, as a share of ``departure``, that is part of a slide (a larger one is an excursion:
+    an event or a weather step); ``release`` the share of ``departure`` under which the episode closes;
+    ``memory_days`` the profile's memory; ``grace_period`` the days each hour of the profile must have learned;
+    ``max_episode`` (seconds) after which a held level is accepted. Its verdict is ``fault``: scores in alarm
+    units (1.0 = fouled).
+    """
+
+    name = "fouling"
+    needs_times = True
+    scores_in_alarm_units = True
+    verdict = Verdict.FAULT
+
+    def __init__(
+        self,
+        *,
+        step: float = 900.0,
+        direction: Direction | str = Direction.LOW,
+        departure: float = 0.1,
+        window: float = 3_600.0,
+        min_descent: float = 6 * 3_600.0,
+        max_step: float = 0.5,
+        release: float = 0.5,
+        memory_days: float = 7.0,
+        grace_period: int = 2,
+        max_episode: float = 21 * 86_400.0,
+    ) -> None:
+        self.step = _positive("step", step)
+        try:
+            self.direction = Direction(direction)
+        except ValueError:
+            raise ValueError(f"direction must be one of {[d.value for d in Direction]}, got {direction!r}") from None
+        self.departure = _alpha("departure", departure)
+        self.window = _positive("window", window)
+        if self.window % 3_600.0:
+            raise ValueError(f"window must be a whole number of hours in seconds, got {window!r}")
+        self.min_descent = _positive("min_descent", min_descent, allow_zero=True)
+        self.max_step = _positive("max_step", max_step)
+        self.release = _alpha("release", release)
+        self.memory_days = _positive("memory_days", memory_days)
+        if self.memory_days < 1:
+            raise ValueError(f"memory_days must be at least 1, got {memory_days!r}")
+        self.grace_period = _count("grace_period", grace_period, 1)
+        self.max_episode = _positive("max_episode", max_episode)
+        super().__init__()
+
+    def params(self) -> dict[str, Any]:
+        return {
+            "step": self.step,
+            "direction": self.direction.value,
+            "departure": self.departure,
+            "window": self.window,
+            "min_descent": self.min_descent,
+            "max_step": self.max_step,
+            "release": self.release,
+            "memory_days": self.memory_days,
+            "grace_period": self.grace_period,
+            "max_episode": self.max_episode,
+        }
+
+    def _initial_state(self) -> dict[str, np.ndarray]:
+        return fl.initial_state(round(self.window / 3_600.0))
+
+    def _run(self, values: FloatArray, times: npt.NDArray[np.int64], out: FloatArray, mode: int) -> None:
+        s = self._state
+        fl.fouling_run(
+            -1.0 if self.direction is Direction.LOW else 1.0,
+            self.departure,
+            round(self.min_descent / 3_600.0),
+            self.max_step,
+            self.release,
+            1.0 / self.memory_days,
+            self.grace_period,
+            max(1, round(self.max_episode / 3_600.0)),
+            max(1, int(0.5 * 3_600.0 / self.step)),
+            s["fst"],
+            s["ring"],
+            s["ring_hour"],
+            s["profile"],
+            s["pcount"],
+            values,
+            times,
+            out,
+            mode,
+        )
+
+
 DETECTORS: dict[str, type[Detector]] = {
-    cls.name: cls for cls in (RobustZScore, EWMAZScore, CUSUM, SeasonalBaseline, DriftDetector, SeasonalARDetector)
+    cls.name: cls
+    for cls in (RobustZScore, EWMAZScore, CUSUM, SeasonalBaseline, DriftDetector, SeasonalARDetector, FoulingDetector)
 }
 """Every detector by its configuration name (the key in ``qc.detectors`` of the manifest)."""
 

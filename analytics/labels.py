@@ -7,8 +7,9 @@ Rules, in order:
 
 1. a missing value is ``MISSING``;
 2. an unhealthy device (``device_ok`` False), a gross-range FAIL (impossible value), a flat line, an attenuated
-   signal, a neighbour FAIL, or a spike FAIL (one reading away from both neighbours and straight back: at
-   5-15 minute sampling no water does that) is a ``FAULT`` — these are what a sick sensor looks like;
+   signal, a fouling signature (:class:`analytics.detectors.FoulingDetector`), a neighbour FAIL, or a spike FAIL
+   (one reading away from both neighbours and straight back: at 5-15 minute sampling no water does that) is a
+   ``FAULT`` — these are what a sick sensor looks like;
 3. a reading that is otherwise anomalous (detector alarm, or a QARTOD SUSPECT/FAIL from spike, rate of change,
    climatology, gross range) is an ``EVENT`` when it is part of a physically coherent pattern, else a ``FAULT``:
 
@@ -62,8 +63,9 @@ HARD_FAULTS: dict[str, tuple[int, ...]] = {
     "attenuated_signal": (QartodFlag.SUSPECT, QartodFlag.FAIL),
     "neighbor": (QartodFlag.FAIL,),
     "spike": (QartodFlag.FAIL,),
+    "fouling": (QartodFlag.SUSPECT, QartodFlag.FAIL),
 }
-"""Per QARTOD test, the flags that mean the sensor itself is at fault."""
+"""Per QARTOD test (and fault-verdict detector: ``fouling``), the flags that mean the sensor itself is at fault."""
 
 BASELINE_WINDOW_S = 12 * 3600.0
 """Trailing window of the median a departure's direction is measured against: longer than any event of the

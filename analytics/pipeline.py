@@ -5,7 +5,9 @@ reading) and a :class:`pilotwatch.qc_config.QCConfig`. Out: a :class:`SiteResult
 test's flags, the aggregate flag, the anomaly score (alarm units: >= 1 is anomalous) and flag, and the label.
 
 Detectors learn only from readings that did not FAIL QARTOD, so a stuck or impossible value never becomes the
-baseline. Rows are evaluated in time order and returned in the caller's order. The streaming service calls
+baseline. A detector whose verdict is ``fault`` (the fouling signature) adds its alarm as a flag column beside
+the QARTOD tests (SUSPECT where it alarms), so it enters the aggregate flag and the labels treat it as a
+sick-sensor signature. Rows are evaluated in time order and returned in the caller's order. The streaming service calls
 :func:`evaluate_parameter` per series with carried detector state; the results equal a batch run over the
 same data because both run the same kernels in the same order.
 """
@@ -72,6 +74,15 @@ def run_qartod(
     return out
 
 
+def fault_flags(score: F8, values: F8) -> U8:
+    """A fault-verdict detector's alarm as a flag column: SUSPECT at or above the alarm, GOOD below, MISSING
+    where there is no value (the reading's fault is named by the column, and labelled by
+    :data:`analytics.labels.HARD_FAULTS`)."""
+    out = np.where(score >= 1.0, QartodFlag.SUSPECT, QartodFlag.GOOD).astype(np.uint8)
+    out[~np.isfinite(values)] = QartodFlag.MISSING
+    return out
+
+
 @dataclass(frozen=True)
 class StreamWindow:
     """Which readings of a re-read window a live pass may score and learn from.
@@ -107,15 +118,20 @@ def evaluate_parameter(
     learnable = np.where(flag == QartodFlag.FAIL, np.nan, values)
     score = np.zeros(values.shape[0])
     for name, committed in detectors.items():
+        mine = np.zeros(values.shape[0])
         if window is None:
-            s = committed.alarm_score(learnable, times)
-            score = np.fmax(score, np.nan_to_num(s, nan=0.0))
-            continue
-        trial = det.detector_from_state(committed.state_dict())
-        s = trial.alarm_score(learnable[window.fresh], times[window.fresh])
-        score[window.fresh] = np.fmax(score[window.fresh], np.nan_to_num(s, nan=0.0))
-        committed.score_many(learnable[window.commit], times[window.commit])
-        detectors[name] = committed
+            mine = np.nan_to_num(committed.alarm_score(learnable, times), nan=0.0)
+        else:
+            trial = det.detector_from_state(committed.state_dict())
+            s = trial.alarm_score(learnable[window.fresh], times[window.fresh])
+            mine[window.fresh] = np.nan_to_num(s, nan=0.0)
+            committed.score_many(learnable[window.commit], times[window.commit])
+            detectors[name] = committed
+        score = np.fmax(score, mine)
+        if committed.verdict is det.Verdict.FAULT:
+            tests[name] = fault_flags(mine, values)
+    if any(d.verdict is det.Verdict.FAULT for d in detectors.values()):
+        flag = qartod.aggregate(tests)
     score[~np.isfinite(values)] = np.nan
     anomaly = (np.nan_to_num(score) >= 1.0) | (flag == QartodFlag.SUSPECT) | (flag == QartodFlag.FAIL)
     return ParameterResult(tests=tests, flag=flag, score=score, anomaly=anomaly)

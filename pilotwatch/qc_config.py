@@ -175,6 +175,23 @@ class Forecast(_Strict):
     min_scale: float = Field(default=0.0, ge=0)
 
 
+class Fouling(_Strict):
+    """The fouling signature (:class:`analytics.detectors.FoulingDetector`): its alarm labels a reading fault."""
+
+    step: float = Field(default=900.0, gt=0, description="nominal sampling interval, seconds")
+    direction: Literal["low", "high"] = Field(
+        default="low", description="where a fouled probe reads: low (DO, conductivity), high (optical turbidity)"
+    )
+    departure: float = Field(default=0.1, gt=0, le=1, description="share of the clean level that opens an episode")
+    window: float = Field(default=3_600.0, gt=0, description="seconds (whole hours) the gain is taken over")
+    min_descent: float = Field(default=6 * 3_600.0, ge=0, description="seconds the departure must have built up")
+    max_step: float = Field(default=0.5, gt=0, description="largest hourly move of a slide, share of departure")
+    release: float = Field(default=0.5, gt=0, le=1, description="the episode closes under this share of departure")
+    memory_days: float = Field(default=7.0, ge=1, description="days the clean daily profile remembers")
+    grace_period: int = Field(default=2, ge=1, description="days each hour of the profile learns before scoring")
+    max_episode: float = Field(default=21 * 86_400.0, gt=0, description="seconds before a held level is accepted")
+
+
 class Detectors(_Strict):
     robust_z: RobustZ | None = None
     ewma: Ewma | None = None
@@ -182,6 +199,7 @@ class Detectors(_Strict):
     seasonal: Seasonal | None = None
     drift: Drift | None = None
     forecast: Forecast | None = None
+    fouling: Fouling | None = None
 
     def configured(self) -> dict[str, BaseModel]:
         return {name: getattr(self, name) for name in type(self).model_fields if getattr(self, name) is not None}

@@ -70,6 +70,8 @@ QC_TEST_FIELDS: Final = (
     "neighbor",
 )
 """Per-test flag fields of ``qc``: the QARTOD tests the analytics core runs (their ``*_test`` names without it)."""
+QC_FAULT_FIELDS: Final = ("fouling",)
+"""Flag fields of ``qc`` from the analytics core's fault-verdict detectors (SUSPECT where the signature holds)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +110,7 @@ SCHEMA: Final[Mapping[Measurement, MeasurementSpec]] = {
         {
             "flag": FieldType.INTEGER,
             **dict.fromkeys(QC_TEST_FIELDS, FieldType.INTEGER),
+            **dict.fromkeys(QC_FAULT_FIELDS, FieldType.INTEGER),
             "anomaly_score": FieldType.FLOAT,
             "anomaly": FieldType.INTEGER,
             "label": FieldType.STRING,

@@ -183,3 +183,112 @@ def aggregate(arrays):
         known = [f for f in column if f in RANK]
         out.append(max(known, key=RANK.__getitem__) if known else 9)
     return out
+
+
+def fouling(
+    values,
+    times_ns,
+    *,
+    sign,
+    departure,
+    min_descent_h,
+    max_step,
+    release,
+    alpha,
+    grace,
+    max_episode_h,
+    min_per_hour,
+    window_h=1,
+    max_excursion_h=12,
+    max_apart_h=48,
+    slid_share=2 / 3,
+):
+    """The fouling signature as the docstring of analytics.fouling states it, with named variables and dicts.
+
+    Hourly means are closed when a reading of a later hour arrives; a reading is scored with the episode state of
+    the hours closed before it."""
+    hour_ns = 3600 * NS
+    profile, count = {}, {}  # hour of day -> clean mean, hours learned
+    means = {}  # hour number -> mean of its readings (the last window_h closed hours matter)
+    s = {
+        "gain": math.nan,
+        "prev": math.nan,
+        "hours": 0,
+        "slide": 0.0,
+        "alarm": False,
+        "alarm_h": 0,
+        "last": -1,
+        "apart": 0,
+        "excursion": 0,
+        "clean": False,
+    }
+    cur, total, n = None, 0.0, 0
+    out = []
+
+    def close(hour, mean):
+        means[hour] = mean
+        bins = [
+            (h, h % 24) for h in range(hour - window_h + 1, hour + 1) if h in means and count.get(h % 24, 0) >= grace
+        ]
+        num = sum(means[h] for h, _ in bins)
+        den = sum(profile[b] for _, b in bins)
+        in_alarm = s["alarm"]
+        if 2 * len(bins) >= window_h and den > 0 and num / den > 0:
+            gain = num / den
+            d, prev = sign * (gain - 1), s["prev"]
+            if in_alarm:
+                s["alarm_h"] += 1
+                if d < release * departure or s["alarm_h"] >= max_episode_h:
+                    if s["alarm_h"] >= max_episode_h:
+                        count.clear()
+                    s.update(alarm=False, alarm_h=0, hours=0, slide=0.0)
+                    in_alarm = False
+                s["prev"] = s["gain"] = gain
+            elif not math.isnan(prev) and abs(gain - prev) > max_step * departure:
+                s["excursion"] += 1
+                if s["excursion"] > max_excursion_h:
+                    s["excursion"] = 0
+                    s["prev"] = s["gain"] = gain
+            else:
+                s["excursion"] = 0
+                if d < departure / 3:
+                    s.update(hours=0, slide=0.0, clean=True)
+                elif s["clean"]:
+                    s["hours"] += 1
+                    if not math.isnan(prev):
+                        s["slide"] += sign * (gain - prev)
+                    if d >= departure and s["hours"] >= min_descent_h and s["slide"] >= slid_share * departure:
+                        s.update(alarm=True, alarm_h=0)
+                        in_alarm = True
+                else:
+                    s["clean"] = False
+                s["prev"] = s["gain"] = gain
+            s["last"] = hour
+        if in_alarm:
+            return
+        b = hour % 24
+        if count.get(b, 0) < grace or abs(mean / profile[b] - 1) < departure:
+            s["apart"] = 0
+            profile[b] = mean if count.get(b, 0) == 0 else profile[b] + alpha * (mean - profile[b])
+            count[b] = count.get(b, 0) + 1
+        else:
+            s["apart"] += 1
+            if s["apart"] >= max_apart_h:
+                count.clear()
+                s.update(apart=0, prev=math.nan, clean=False)
+
+    for v, t in zip(values, times_ns, strict=True):
+        if not finite(v):
+            out.append(math.nan)
+            continue
+        out.append(max(1.0, sign * (s["gain"] - 1) / departure) if s["alarm"] else 0.0)
+        hour = int(t) // hour_ns
+        if hour != cur:
+            if cur is not None and hour < cur:
+                continue
+            if cur is not None and n >= min_per_hour:
+                close(cur, total / n)
+            cur, total, n = hour, 0.0, 0
+        total += v
+        n += 1
+    return out
