@@ -102,7 +102,7 @@ def list_alerts(
     start: Annotated[str | None, Query(description="fired at or after (ISO 8601 with offset)")] = None,
     end: Annotated[str | None, Query(description="fired before (ISO 8601 with offset)")] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=SQLITE_MAX_INT, description="alerts to skip (newest first)")] = 0,
 ) -> AlertsPublic:
     if state is not None and state not in AlertStatus.ALL:
         raise HTTPException(
@@ -156,6 +156,23 @@ async def _transitions(request: Request, alerts: Any, scope: Any, after: int, fo
         await asyncio.sleep(SSE_POLL_S)
 
 
+SSE_EVENT: dict[str, object] = {
+    "type": "object",
+    "description": "one server-sent event (OpenAPI 3.1: the schema of an event stream describes each event)",
+    "properties": {
+        "id": {"type": "string", "description": "the transition's id; send it back as Last-Event-ID to resume"},
+        "event": {"type": "string", "enum": [t.value for t in TransitionKind], "description": "the transition"},
+        "data": {
+            "type": "string",
+            "contentMediaType": "application/json",
+            "description": "the change as JSON: id, alert_id, transition, kind, city, site, device, severity, "
+            "time, silenced, title",
+        },
+    },
+    "required": ["id", "event", "data"],
+}
+
+
 class EventStream(StreamingResponse):
     """Server-sent events; named so the OpenAPI document says ``text/event-stream``."""
 
@@ -165,7 +182,9 @@ class EventStream(StreamingResponse):
 @router.get(
     "/alerts/stream",
     response_class=EventStream,
-    responses={200: {"description": "one event per alert change", "content": {"text/event-stream": {}}}},
+    responses={
+        200: {"description": "one event per alert change", "content": {"text/event-stream": {"schema": SSE_EVENT}}}
+    },
 )
 async def alert_stream(  # noqa: PLR0917  # FastAPI passes them by name
     request: Request,

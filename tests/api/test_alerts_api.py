@@ -166,6 +166,9 @@ def test_detail_carries_readings_with_qc_flags_and_the_lifecycle(
     assert [c["text"] for c in detail["comments"]] == ["grab sample confirms"]
     page = api.get("/alerts", params={"limit": 1, "offset": 1}, headers=auth(keys.admin)).json()
     assert (page["count"], page["limit"], page["offset"]) == (1, 1, 1)
+    past_every_row = api.get("/alerts", params={"offset": 2**63}, headers=auth(keys.admin))  # SQLite cannot bind it
+    assert past_every_row.status_code == 422
+    assert "offset" in str(past_every_row.json()["detail"])
     bad = api.get("/alerts", params={"state": "firing"}, headers=auth(keys.admin))
     assert bad.status_code == 422
     assert "is not one of open, acknowledged, resolved, closed" in bad.json()["detail"]
