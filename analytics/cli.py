@@ -108,7 +108,8 @@ def run_service(args: argparse.Namespace) -> int:
         s = report.summary()
         err.print(
             f"analytics: {s['points_written']} qc points, flags {s['flags']}, anomalies {s['anomalies']}, "
-            f"labels {s['labels']}, late {s['late_points']}, too late {s['too_late']}",
+            f"labels {s['labels']}, late {s['late_points']}, too late {s['too_late']}, "
+            f"backfilled {s['backfilled']} ({s['backfill_pending_hours']} h pending)",
             highlight=False,
         )
         if s["unconfigured"]:
