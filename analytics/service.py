@@ -53,7 +53,7 @@ from pydantic import SecretStr
 
 from analytics import detectors as det
 from analytics.labels import BASELINE_WINDOW_S, LABEL_NAMES, SIGNATURES, Label, label_site
-from analytics.pipeline import StreamWindow, build_detectors, evaluate_parameter
+from analytics.pipeline import ParameterResult, StreamWindow, build_detectors, evaluate_parameter
 from analytics.settings import AnalyticsSettings
 from analytics.stream import (
     Checkpoint,
@@ -456,12 +456,39 @@ class QCService:
             out.setdefault(key, {})[int(row["time"])] = int(a or 0)
         return out
 
+    @staticmethod
+    def _score_by_hour(
+        t_ms: npt.NDArray[np.int64],
+        values: npt.NDArray[np.float64],
+        cfg: ParameterQC,
+        *,
+        detectors: dict[str, det.Detector],
+        columns: Mapping[str, npt.NDArray[np.float64]] | None,
+        unjudged: npt.NDArray[np.bool_],
+    ) -> ParameterResult:
+        """QARTOD over the whole re-read window; detector scores for the hours holding ``unjudged`` readings, each
+        hour scored on its own from the same copy of the detectors. So a reading's verdict depends on its hour
+        alone, not on how many hours one pass took on or where a killed pass stopped."""
+        times = (t_ms * NS_PER_MS).view("datetime64[ns]")
+        nothing = np.zeros(t_ms.shape[0], dtype=bool)
+        result = evaluate_parameter(values, times, cfg, detectors, columns, window=StreamWindow(nothing, nothing))
+        hour_of = t_ms // HOUR_MS
+        for hour in np.unique(hour_of[unjudged]):
+            mine = hour_of == hour
+            part = evaluate_parameter(values, times, cfg, detectors, columns, window=StreamWindow(mine, nothing))
+            for name, flags in part.tests.items():
+                result.tests[name][mine] = flags[mine]
+            result.flag[mine] = part.flag[mine]
+            result.score[mine] = part.score[mine]
+            result.anomaly[mine] = part.anomaly[mine]
+        return result
+
     def _backfill(self, start_ms: int, end_ms: int, sites: set[tuple[str, str]]) -> RunReport:
         """QC the readings of ``[start_ms, end_ms)`` at ``sites`` that have no ``qc`` point (see :meth:`reconcile`).
 
-        Every reading of the run is scored in order (a copy of the detectors), so the verdicts do not depend on
-        which of them a killed pass had already written; labels see ``context`` before the run and the agreement
-        window after it, and take the stored ``anomaly`` of readings that have a verdict as their evidence."""
+        Labels see ``context`` before the run and the agreement window after it: a reading with a verdict counts
+        as evidence by its stored ``anomaly``, one without by its score (:meth:`_score_by_hour`). Both are the
+        same whichever pass computes them, so a pass redone after a kill writes what the first would have."""
         report = RunReport()
         site_ids = sorted({site for _, site in sites})
         where = " AND (" + " OR ".join(f"site = {quote_literal(s)}" for s in site_ids) + ")"
@@ -490,10 +517,7 @@ class QCService:
             columns = None
             if cfg.qartod.neighbor is not None:
                 columns = {sensor: _align(*data[other], t_ms) for sensor, other in by_device[key[:3]].items()}
-            window = StreamWindow(fresh=in_run, commit=np.zeros(t_ms.shape[0], dtype=bool))
-            result = evaluate_parameter(
-                values, (t_ms * NS_PER_MS).view("datetime64[ns]"), cfg, detectors, columns, window=window
-            )
+            result = self._score_by_hour(t_ms, values, cfg, detectors=detectors, columns=columns, unjudged=~has_qc)
             # A reading with a verdict is evidence as its verdict says (what an alert may have seen).
             for i in np.flatnonzero(has_qc):
                 result.anomaly[i] = bool(verdicts[int(t_ms[i])])
