@@ -139,7 +139,8 @@ def run_service(args: argparse.Namespace) -> int:
             return 0
         err.print(
             f"analytics: InfluxDB {settings.influx.url} db {settings.influx.database}, "
-            f"every {settings.interval_s:g} s, late window {settings.late_window_s:g} s; "
+            f"every {settings.interval_s:g} s, late window {settings.late_window_s:g} s, "
+            f"reconcile every {settings.reconcile_interval_s:g} s over {settings.reconcile_lookback_s:g} s; "
             f"checkpoint {settings.state_file}",
             highlight=False,
         )
