@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -22,9 +23,11 @@ from alerts.source import read_points
 from analytics.pipeline import evaluate_site
 from analytics.service import AnalyticsService, sensor_qc
 from analytics.settings import AnalyticsSettings
+from commands.stack import LocalStack
 from firmware_sim.fleet import SimulatedFleet, TruthRow
 from pilotwatch.influx import InfluxV1
 from pilotwatch.manifest import Manifest
+from pilotwatch.outage import Outage
 from pilotwatch.qc_config import QCConfig
 from pilotwatch.schema import QC_TEST_FIELDS, QartodFlag, line
 from pilotwatch.settings import InfluxConnection
@@ -170,7 +173,7 @@ def test_kill_9_mid_backfill_converges_to_an_uninterrupted_run(
     rows = [r for r in truth if math.isfinite(r.value)]
     held = (base + 30 * HOUR_MS, base + 42 * HOUR_MS)
     late = [r for r in rows if held[0] <= r.t_ms < held[1]]
-    on_time = [r for r in rows if r not in late]
+    on_time = [r for r in rows if not held[0] <= r.t_ms < held[1]]
     reference = InfluxV1(influx.url, influx.database + "_ref")
     reference.create_database()
     try:
@@ -227,3 +230,51 @@ def test_kill_9_mid_backfill_converges_to_an_uninterrupted_run(
     finally:
         reference.drop_database()
         reference.close()
+
+
+def test_reconciliation_rides_through_an_influxdb_outage(
+    private_stack: LocalStack, manifest: Manifest, tmp_path: Path
+) -> None:
+    """influxd stopped just as the reconciliation asks its first count (the live pass done): the pass waits, tries
+    again when influxd is back, and back-fills every late reading once."""
+    influx = InfluxV1(private_stack.config.influx_url, private_stack.config.database)
+    rows = _rows(manifest, START_MS, START_MS + 88 * HOUR_MS)
+    late = [r for r in rows if LATE[0] <= r.t_ms < LATE[1]]
+    _write(influx, _lines(manifest, [r for r in rows if not LATE[0] <= r.t_ms < LATE[1]]))
+    now = [NOW_MS / 1000]
+    with _service(influx, manifest, tmp_path / "state", lambda: now[0]) as service:
+        service.step()
+    _write(influx, _lines(manifest, late))
+
+    outage = threading.Event()
+
+    class GoesAway(InfluxV1):
+        """The real client; the first reconciliation query stops the real influxd (back 1 s later)."""
+
+        def query(self, q: str, epoch: str = "ms") -> list[dict[str, Any]]:
+            if "count(" in q and not outage.is_set():
+                outage.set()
+                private_stack.stop_service("influxd")
+                threading.Timer(1.0, private_stack.start_service, ("influxd",)).start()
+            return super().query(q, epoch)
+
+    outages: list[Outage] = []
+    settings = AnalyticsSettings(
+        influx=InfluxConnection(url=influx.url, database=influx.database),
+        state_dir=tmp_path / "state",
+        reconcile_max_hours=48,
+    )
+    service = AnalyticsService(
+        settings,
+        manifest,
+        clock=lambda: now[0] + 600,
+        client_factory=lambda s: GoesAway(s.influx.url, s.influx.database),
+        on_outage=outages.append,
+    )
+    with service:
+        report = service.step()
+    assert outage.is_set()
+    assert outages, "the reconciliation never met the outage"
+    assert report.backfilled == len(late)
+    assert influx.count("qc", "flag") == len(rows)
+    influx.close()
