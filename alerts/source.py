@@ -1,7 +1,9 @@
 """Reading the engine's input from InfluxDB: ``reading`` joined with ``qc``, ``device_status`` and ``delivery``.
 
 A reading becomes a :class:`alerts.rules.Point` only once the analytics core has written its ``qc`` point
-(flag, label, anomaly score): the alert engine never decides on a reading QC has not seen. Queries are InfluxQL
+(flag, label, anomaly score): the alert engine never decides on a reading QC has not seen. Verdicts marked
+``late`` (written by the reconciliation pass for readings that arrived a late window or more after their time) are
+left out: old data is never news. Queries are InfluxQL
 over the v1 HTTP API (:class:`pilotwatch.influx.InfluxV1`), built from integers and quoted literals only.
 """
 
@@ -42,8 +44,12 @@ def read_points(
         v = row.get("value")
         values[(_key(row, SERIES_TAGS), int(row["time"]))] = math.nan if v is None else float(v)
     out: list[Point] = []
-    q = f"SELECT flag, label, anomaly_score FROM qc WHERE {window} GROUP BY {group}"  # noqa: S608
+    q = f"SELECT flag, label, anomaly_score, late FROM qc WHERE {window} GROUP BY {group}"  # noqa: S608
     for row in client.query(q):
+        if row.get("late"):
+            # A verdict the analytics reconciliation wrote hours or days after the reading: history, never news
+            # (docs/alerts.md, "Late data"); the engine treats the reading as it did before it had a verdict.
+            continue
         key = _key(row, SERIES_TAGS)
         t = int(row["time"])
         value = values.get((key, t))

@@ -108,7 +108,8 @@ def run_service(args: argparse.Namespace) -> int:
         s = report.summary()
         err.print(
             f"analytics: {s['points_written']} qc points, flags {s['flags']}, anomalies {s['anomalies']}, "
-            f"labels {s['labels']}, late {s['late_points']}, too late {s['too_late']}",
+            f"labels {s['labels']}, late {s['late_points']}, too late {s['too_late']}, "
+            f"backfilled {s['backfilled']} ({s['backfill_pending_hours']} h pending)",
             highlight=False,
         )
         if s["unconfigured"]:
@@ -138,7 +139,8 @@ def run_service(args: argparse.Namespace) -> int:
             return 0
         err.print(
             f"analytics: InfluxDB {settings.influx.url} db {settings.influx.database}, "
-            f"every {settings.interval_s:g} s, late window {settings.late_window_s:g} s; "
+            f"every {settings.interval_s:g} s, late window {settings.late_window_s:g} s, "
+            f"reconcile every {settings.reconcile_interval_s:g} s over {settings.reconcile_lookback_s:g} s; "
             f"checkpoint {settings.state_file}",
             highlight=False,
         )

@@ -17,8 +17,12 @@ re-evaluates everything after it (plus ``context`` seconds before it, so spike, 
 windows and the fault/event agreement window see their history). After a run the horizon moves to
 ``until - late_window``. So a reading that arrives up to ``late_window`` seconds late is evaluated exactly as
 if it had arrived on time — the results equal a batch run over the same data — and the readings around it are
-re-flagged and re-labelled. Readings later than that are still flagged by QARTOD when their window is re-read
-but are not learned by the detectors (their state has moved on); ``RunReport.too_late`` counts them.
+re-flagged and re-labelled. Readings later than that (``RunReport.too_late``) get no ``qc`` point from the live
+pass; the **reconciliation pass** (:meth:`QCService.reconcile`, every ``reconcile_interval_s``) finds them by
+comparing hourly counts of ``reading`` and ``qc`` per series over ``reconcile_lookback_s`` and writes a ``qc``
+point, marked ``late=1``, for each stored reading that has none — never rewriting one that exists. Those readings
+are scored from a copy of the detectors' current state (the detectors never learn old data) and labelled at the
+site level by the same code as the live pass.
 
 Three layers:
 
@@ -47,8 +51,9 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import SecretStr
 
+from analytics import detectors as det
 from analytics.labels import BASELINE_WINDOW_S, LABEL_NAMES, SIGNATURES, Label, label_site
-from analytics.pipeline import StreamWindow, build_detectors, evaluate_parameter
+from analytics.pipeline import ParameterResult, StreamWindow, build_detectors, evaluate_parameter
 from analytics.settings import AnalyticsSettings
 from analytics.stream import (
     Checkpoint,
@@ -60,6 +65,7 @@ from analytics.stream import (
     series_state_dict,
     write_checkpoint,
 )
+from pilotwatch.influx import quote_literal
 from pilotwatch.influx_writer import raise_for_write
 from pilotwatch.manifest import Manifest, Sensor
 from pilotwatch.outage import Outage, Recovery, ride_through
@@ -70,7 +76,10 @@ from pilotwatch.settings import InfluxConnection
 Samples = tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]
 """Sorted sample times (epoch ms) and their values."""
 NS_PER_MS = 1_000_000
+HOUR_MS = 3_600_000
 WRITE_BATCH = 5_000
+LATE_FIELDS: Mapping[str, int] = {"late": 1}
+"""The mark on a ``qc`` point the reconciliation pass wrote (live verdicts leave the field out)."""
 
 DEFAULT_FLAT_LINE_S = (12 * 3600.0, 24 * 3600.0)
 FLAT_TOLERANCE = 1e-9
@@ -150,6 +159,10 @@ class RunReport:
     """Series in InfluxDB with no sensor in the manifest (``device/sensor``); not evaluated."""
     stopped_early: bool = False
     """A stop came before the whole window was evaluated (what was done is checkpointed)."""
+    backfilled: int = 0
+    """``qc`` points the reconciliation pass wrote for stored readings that had none (marked ``late=1``)."""
+    backfill_pending_hours: int = 0
+    """Hours of data the last reconciliation pass found short of qc points but left for the next pass."""
 
     def add(self, other: RunReport) -> None:
         self.series = max(self.series, other.series)
@@ -163,6 +176,8 @@ class RunReport:
         self.labels.update(other.labels)
         self.unconfigured |= other.unconfigured
         self.stopped_early |= other.stopped_early
+        self.backfilled += other.backfilled
+        self.backfill_pending_hours = max(self.backfill_pending_hours, other.backfill_pending_hours)
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -176,6 +191,8 @@ class RunReport:
             "labels": dict(sorted(self.labels.items())),
             "unconfigured": sorted(self.unconfigured),
             "stopped_early": self.stopped_early,
+            "backfilled": self.backfilled,
+            "backfill_pending_hours": self.backfill_pending_hours,
         }
 
 
@@ -255,9 +272,9 @@ class QCService:
         self._series.update(load_series_state(state))
 
     # -- reading ----------------------------------------------------------------------------------------------
-    def _read(self, since_ms: int, until_ms: int) -> dict[SeriesKey, Samples]:
+    def _read(self, since_ms: int, until_ms: int, where: str = "") -> dict[SeriesKey, Samples]:
         q = (
-            f"SELECT value FROM {Measurement.READING} WHERE time > {since_ms}ms AND time <= {until_ms}ms "  # noqa: S608  # integers only
+            f"SELECT value FROM {Measurement.READING} WHERE time > {since_ms}ms AND time <= {until_ms}ms{where} "  # noqa: S608  # integers and quote_literal only
             "GROUP BY city, site, device, sensor, param"
         )
         rows: dict[SeriesKey, tuple[list[int], list[float]]] = {}
@@ -365,14 +382,169 @@ class QCService:
         report.points_written = len(lines)
         return report
 
+    # -- reconciliation ---------------------------------------------------------------------------------------
+    def _hourly_counts(self, measurement: Measurement, field_name: str, lo_ms: int, hi_ms: int) -> dict[Any, int]:
+        """(series key, hour start ms) → how many points of ``measurement`` have ``field_name`` in that hour."""
+        q = (
+            f'SELECT count("{field_name}") FROM {measurement} WHERE time >= {lo_ms}ms AND time < {hi_ms}ms '  # noqa: S608  # integers and schema names only
+            f"GROUP BY time(1h), {', '.join(SERIES_TAGS)} fill(none)"
+        )
+        out: dict[Any, int] = {}
+        for row in self.client.query(q, epoch="ms"):
+            n = row.get("count")
+            if n:
+                parts = [str(row.get(t, "")) for t in SERIES_TAGS]
+                out[((parts[0], parts[1], parts[2], parts[3], parts[4]), int(row["time"]))] = int(n)
+        return out
+
+    def reconcile(self, since_ms: int, until_ms: int, *, max_hours: int) -> RunReport:
+        """Write a ``qc`` point (marked ``late=1``) for every stored reading in ``[since_ms, until_ms)`` that has
+        none: the readings the live pass never saw because they arrived after its late window.
+
+        Hours are compared by counts per series (``reading`` against ``qc``); a series' hours after its own
+        horizon minus the late window belong to the live pass and are skipped. At most ``max_hours`` hours with
+        missing points are done, oldest first; ``backfill_pending_hours`` says how many are left. Changes no
+        state: the detectors are copied, so they never learn old data, and an interrupted pass is simply redone
+        (what it wrote is not rewritten, and what it had left gets the same verdict from the same inputs).
+        """
+        report = RunReport()
+        if self.horizon_ms is None:
+            return report  # no live pass yet: nothing is the reconciliation's
+        lo = -(-since_ms // HOUR_MS) * HOUR_MS
+        # A series' own bound: before its horizon minus the late window (the live pass re-reads after it). A series
+        # the live pass has not met yet gets the earliest horizon's bound (it will meet it after that).
+        default_bound = self.horizon_ms - self.late_ms
+        bounds = {key: s.horizon_ms - self.late_ms for key, s in self._series.items()}
+        hi = min(until_ms, max([*bounds.values(), default_bound])) // HOUR_MS * HOUR_MS
+        if hi <= lo:
+            return report
+        readings = self._hourly_counts(Measurement.READING, "value", lo, hi)
+        qc = self._hourly_counts(Measurement.QC, "flag", lo, hi)
+        dirty: dict[int, set[tuple[str, str]]] = {}
+        for (key, hour), n in readings.items():
+            if n <= qc.get((key, hour), 0) or hour + HOUR_MS > bounds.get(key, default_bound):
+                continue
+            if self.config_for(key) is None:
+                report.unconfigured.add(f"{key[2]}/{key[3]}")
+                continue
+            dirty.setdefault(hour, set()).add((key[0], key[1]))
+        hours = sorted(dirty)
+        todo = hours[:max_hours]
+        report.backfill_pending_hours = len(hours) - len(todo)
+        # Consecutive hours form one run, read and evaluated together (one context read per run, not per hour).
+        runs: list[tuple[int, int, set[tuple[str, str]]]] = []
+        for hour in todo:
+            if runs and runs[-1][1] == hour:
+                runs[-1] = (runs[-1][0], hour + HOUR_MS, runs[-1][2] | dirty[hour])
+            else:
+                runs.append((hour, hour + HOUR_MS, set(dirty[hour])))
+        for start, end, sites in runs:
+            report.add(self._backfill(start, end, sites))
+        return report
+
+    def _stored_anomaly(self, lo_ms: int, hi_ms: int, where: str) -> dict[SeriesKey, dict[int, int]]:
+        """Per series, the sample times that have a ``qc`` point in ``[lo_ms, hi_ms)`` and its ``anomaly``."""
+        q = (
+            f"SELECT anomaly, flag FROM {Measurement.QC} WHERE time >= {lo_ms}ms AND time < {hi_ms}ms{where} "  # noqa: S608  # integers and quote_literal only
+            f"GROUP BY {', '.join(SERIES_TAGS)}"
+        )
+        out: dict[SeriesKey, dict[int, int]] = {}
+        for row in self.client.query(q, epoch="ms"):
+            parts = [str(row.get(t, "")) for t in SERIES_TAGS]
+            key: SeriesKey = (parts[0], parts[1], parts[2], parts[3], parts[4])
+            a = row.get("anomaly")
+            out.setdefault(key, {})[int(row["time"])] = int(a or 0)
+        return out
+
+    @staticmethod
+    def _score_by_hour(
+        t_ms: npt.NDArray[np.int64],
+        values: npt.NDArray[np.float64],
+        cfg: ParameterQC,
+        *,
+        detectors: dict[str, det.Detector],
+        columns: Mapping[str, npt.NDArray[np.float64]] | None,
+        unjudged: npt.NDArray[np.bool_],
+    ) -> ParameterResult:
+        """QARTOD over the whole re-read window; detector scores for the hours holding ``unjudged`` readings, each
+        hour scored on its own from the same copy of the detectors. So a reading's verdict depends on its hour
+        alone, not on how many hours one pass took on or where a killed pass stopped."""
+        times = (t_ms * NS_PER_MS).view("datetime64[ns]")
+        nothing = np.zeros(t_ms.shape[0], dtype=bool)
+        result = evaluate_parameter(values, times, cfg, detectors, columns, window=StreamWindow(nothing, nothing))
+        hour_of = t_ms // HOUR_MS
+        for hour in np.unique(hour_of[unjudged]):
+            mine = hour_of == hour
+            part = evaluate_parameter(values, times, cfg, detectors, columns, window=StreamWindow(mine, nothing))
+            for name, flags in part.tests.items():
+                result.tests[name][mine] = flags[mine]
+            result.flag[mine] = part.flag[mine]
+            result.score[mine] = part.score[mine]
+            result.anomaly[mine] = part.anomaly[mine]
+        return result
+
+    def _backfill(self, start_ms: int, end_ms: int, sites: set[tuple[str, str]]) -> RunReport:
+        """QC the readings of ``[start_ms, end_ms)`` at ``sites`` that have no ``qc`` point (see :meth:`reconcile`).
+
+        Labels see ``context`` before the run and the agreement window after it: a reading with a verdict counts
+        as evidence by its stored ``anomaly``, one without by its score (:meth:`_score_by_hour`). Both are the
+        same whichever pass computes them, so a pass redone after a kill writes what the first would have."""
+        report = RunReport()
+        site_ids = sorted({site for _, site in sites})
+        where = " AND (" + " OR ".join(f"site = {quote_literal(s)}" for s in site_ids) + ")"
+        read_from = start_ms - self.context_ms
+        read_to = end_ms + round(self.labels.agreement_window * 1000)
+        data = {k: v for k, v in self._read(read_from - 1, read_to - 1, where).items() if (k[0], k[1]) in sites}
+        stored = self._stored_anomaly(read_from, read_to, where)
+        battery = self._battery(read_from, read_to) if self.low_battery_pct is not None else {}
+        by_device: dict[tuple[str, str, str], dict[str, SeriesKey]] = {}
+        for key in data:
+            by_device.setdefault(key[:3], {})[key[3]] = key
+        per_site: dict[tuple[str, str], dict[SeriesKey, SeriesPass]] = {}
+        for key, (t_ms, values) in data.items():
+            cfg = self.config_for(key)
+            if cfg is None:
+                continue
+            state = self._series.get(key)
+            detectors = (
+                build_detectors(cfg)
+                if state is None
+                else {name: det.detector_from_state(d.state_dict()) for name, d in state.detectors.items()}
+            )
+            verdicts = stored.get(key, {})
+            has_qc = np.array([int(t) in verdicts for t in t_ms], dtype=bool)
+            in_run = (t_ms >= start_ms) & (t_ms < end_ms)
+            columns = None
+            if cfg.qartod.neighbor is not None:
+                columns = {sensor: _align(*data[other], t_ms) for sensor, other in by_device[key[:3]].items()}
+            result = self._score_by_hour(t_ms, values, cfg, detectors=detectors, columns=columns, unjudged=~has_qc)
+            # A reading with a verdict is evidence as its verdict says (what an alert may have seen).
+            for i in np.flatnonzero(has_qc):
+                result.anomaly[i] = bool(verdicts[int(t_ms[i])])
+            missing = in_run & ~has_qc
+            per_site.setdefault((key[0], key[1]), {})[key] = SeriesPass(
+                t_ms=t_ms, values=values, fresh=missing, settled=missing, result=result
+            )
+        lines: list[str] = []
+        for site, series in per_site.items():
+            if any(np.any(ser.fresh) for ser in series.values()):
+                report.sites.add(site)
+                lines += self._label_and_format(site[1], series, battery, report, LATE_FIELDS)
+        for lo in range(0, len(lines), WRITE_BATCH):
+            raise_for_write(self.client.write_lines(lines[lo : lo + WRITE_BATCH], precision="ms"), "late qc points")
+        report.backfilled = len(lines)
+        return report
+
     def _label_and_format(
         self,
         site: str,
         series: Mapping[SeriesKey, SeriesPass],
         battery: Mapping[str, Samples],
         report: RunReport,
+        extra_fields: Mapping[str, int] | None = None,
     ) -> list[str]:
-        """Label one site's series on their common time axis; the ``qc`` lines of the fresh readings."""
+        """Label one site's series on their common time axis; the ``qc`` lines of the fresh readings (with
+        ``extra_fields`` added to each)."""
         axis = np.unique(np.concatenate([ser.t_ms for ser in series.values()]))
         aligned_tests: dict[str, dict[str, npt.NDArray[np.uint8]]] = {}
         aligned_flag: dict[str, npt.NDArray[np.uint8]] = {}
@@ -421,6 +593,8 @@ class QCService:
                 fields["anomaly_score"] = float(ser.result.score[i])
                 fields["anomaly"] = int(ser.result.anomaly[i])
                 fields["label"] = label_name
+                if extra_fields:
+                    fields.update(extra_fields)
                 lines.append(qc_line(key, int(ser.t_ms[i]), fields))
                 if ser.settled[i]:
                     report.flags[int(ser.result.flag[i])] += 1
@@ -473,6 +647,7 @@ class AnalyticsService:
         self._client: InfluxClosable | None = None
         self._qc: QCService | None = None
         self.since_ms: int | None = None
+        self._reconciled_at: float | None = None
 
     def _lookup(self, key: SeriesKey) -> ParameterQC | None:
         return self.config.get((key[2], key[3]))
@@ -572,7 +747,36 @@ class AnalyticsService:
             start = now_ms - round(self.settings.start_lookback_s * 1000) if self.since_ms is None else self.since_ms
         else:
             start = horizon + 1
-        return self.evaluate(min(start, now_ms), now_ms + 1, stop)
+        stop = stop or threading.Event()
+        report = self.evaluate(min(start, now_ms), now_ms + 1, stop)
+        if not report.stopped_early and self.reconcile_due():
+            done = ride_through(
+                functools.partial(self._reconcile_step, now_ms),
+                stop,
+                reset=self._reopen,
+                on_outage=self.on_outage,
+                on_recovery=self.on_recovery,
+            )
+            if done is None:
+                report.stopped_early = True
+            else:
+                report.add(done)
+                self._reconciled_at = self._clock()
+        return report
+
+    def reconcile_due(self) -> bool:
+        """Whether this pass reconciles: enabled and ``reconcile_interval_s`` since the last one (the first pass
+        of a process always does: the reconciliation keeps no state of its own)."""
+        interval = self.settings.reconcile_interval_s
+        if interval <= 0:
+            return False
+        return self._reconciled_at is None or self._clock() - self._reconciled_at >= interval
+
+    def _reconcile_step(self, now_ms: int) -> RunReport:
+        self.open()
+        assert self._qc is not None
+        since = now_ms - round(self.settings.reconcile_lookback_s * 1000)
+        return self._qc.reconcile(since, now_ms, max_hours=self.settings.reconcile_max_hours)
 
     def run_forever(self, stop: threading.Event, on_pass: Callable[[RunReport], None] | None = None) -> int:
         """Pass every ``interval_s`` until ``stop`` is set, riding through InfluxDB outages; 0 on a clean stop."""

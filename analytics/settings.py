@@ -43,6 +43,13 @@ class AnalyticsSettings(ServiceSettings):
     max_window_s: float = Field(default=86_400.0, gt=0)
     """A longer window (a catch-up, ``--since``) is evaluated in steps of this, as the live stream would be."""
 
+    reconcile_interval_s: float = Field(default=600.0, ge=0)
+    """Seconds between two reconciliation passes (QC for stored readings the live pass missed); 0 disables."""
+    reconcile_lookback_s: float = Field(default=7 * 86_400.0, ge=0)
+    """How far back the reconciliation pass compares readings with qc points."""
+    reconcile_max_hours: int = Field(default=24, ge=1)
+    """At most this many hours of data (oldest first) are back-filled per reconciliation pass; the rest next."""
+
     # -- labels -----------------------------------------------------------------------------------------------
     agreement_window_s: float = Field(default=3 * 3600.0, gt=0)
     min_agree: int = Field(default=2, ge=2)

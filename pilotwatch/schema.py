@@ -114,8 +114,11 @@ SCHEMA: Final[Mapping[Measurement, MeasurementSpec]] = {
             "anomaly_score": FieldType.FLOAT,
             "anomaly": FieldType.INTEGER,
             "label": FieldType.STRING,
+            "late": FieldType.INTEGER,
         },
-        "the analytics core's verdict on one reading: aggregate and per-test QARTOD flags, detector, label",
+        "the analytics core's verdict on one reading: aggregate and per-test QARTOD flags, detector, label;"
+        " late=1 on a verdict the reconciliation pass wrote for a reading that arrived after the live pass had"
+        " moved on (absent on live verdicts)",
     ),
     Measurement.DELIVERY: MeasurementSpec(
         Measurement.DELIVERY,
