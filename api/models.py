@@ -104,6 +104,9 @@ class SeriesPointPublic(Public):
     value: float
     qc_flag: int | None
     edge_flag: int | None
+    qc_late: bool = False
+    """The reading arrived after analytics' late window and was QC'd by its reconciliation (docs/qc.md):
+    QARTOD flags as on time, detector scores from the detectors' state at that later time."""
 
 
 class SeriesPublic(Public):

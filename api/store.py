@@ -8,9 +8,9 @@ by analytics); a reading that has none is reported as not evaluated.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from pilotwatch.influx import InfluxV1, quote_ident, quote_literal
 from pilotwatch.schema import DEVICE_STATUS_FIELDS, Measurement, QartodFlag
@@ -50,6 +50,8 @@ class SeriesRow:
     value: float
     edge_flag: int | None
     qc_flag: int | None
+    qc_late: bool = False
+    """The QC point was written by analytics' reconciliation, after the late window (docs/qc.md)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +66,21 @@ class ExportRow:
     unit: str
     edge_flag: int | None
     qc_flag: int
+    qc_late: bool = False
+
+
+class QcMark(NamedTuple):
+    """A reading's ``qc`` point as the API shows it: the aggregate flag, and whether it was written late."""
+
+    flag: int | None
+    late: bool
+
+
+NO_QC = QcMark(None, False)
+
+
+def _qc_mark(row: Mapping[str, Any]) -> QcMark:
+    return QcMark(_int_or_none(row.get("flag")), bool(row.get("late")))
 
 
 def _int_or_none(value: Any) -> int | None:
@@ -121,20 +138,21 @@ class ReadingStore:
         )
         truncated = len(readings) > limit
         readings = readings[:limit]
-        qc: dict[int, int | None] = {}
+        qc: dict[int, QcMark] = {}
         if readings:
             first, last = int(readings[0]["time"]), int(readings[-1]["time"])
             qc_where = f"{eq('device', device)} AND {eq('sensor', sensor)} AND {time_range(first, last + 1)}"
             for r in self._query(
-                f"SELECT {fields('flag')} FROM {quote_ident(Measurement.QC)} WHERE {qc_where}"  # noqa: S608
+                f"SELECT {fields('flag', 'late')} FROM {quote_ident(Measurement.QC)} WHERE {qc_where}"  # noqa: S608
             ):
-                qc[int(r["time"])] = _int_or_none(r["flag"])
+                qc[int(r["time"])] = _qc_mark(r)
         rows = [
             SeriesRow(
                 t_ms=int(r["time"]),
                 value=float(r["value"]),
                 edge_flag=_int_or_none(r.get("flag")),
-                qc_flag=qc.get(int(r["time"])),
+                qc_flag=qc.get(int(r["time"]), NO_QC).flag,
+                qc_late=qc.get(int(r["time"]), NO_QC).late,
             )
             for r in readings
             if r.get("value") is not None
@@ -196,7 +214,7 @@ class ReadingStore:
                     if r.get("value") is None:
                         continue
                     t_ms = int(r["time"])
-                    qc_flag = flags.get((r["device"], r["sensor"], t_ms))
+                    mark = flags.get((r["device"], r["sensor"], t_ms), NO_QC)
                     yield ExportRow(
                         t_ms=t_ms,
                         city=r["city"],
@@ -207,7 +225,8 @@ class ReadingStore:
                         value=float(r["value"]),
                         unit=r["unit"],
                         edge_flag=_int_or_none(r.get("flag")),
-                        qc_flag=int(QartodFlag.UNKNOWN) if qc_flag is None else qc_flag,
+                        qc_flag=int(QartodFlag.UNKNOWN) if mark.flag is None else mark.flag,
+                        qc_late=mark.late,
                     )
                 if len(page) < page_rows:
                     break
@@ -227,9 +246,9 @@ class ReadingStore:
         )
         return int(rows[0]["time"]) if rows else None
 
-    def _qc_flags(self, base: str, start_ms: int, end_ms: int) -> dict[Key, int | None]:
+    def _qc_flags(self, base: str, start_ms: int, end_ms: int) -> dict[Key, QcMark]:
         rows = self._query(
-            f"SELECT {fields('flag', 'device', 'sensor')} FROM {quote_ident(Measurement.QC)} "  # noqa: S608
+            f"SELECT {fields('flag', 'late', 'device', 'sensor')} FROM {quote_ident(Measurement.QC)} "  # noqa: S608
             f"WHERE {base} AND {time_range(start_ms, end_ms)}"
         )
-        return {(r["device"], r["sensor"], int(r["time"])): _int_or_none(r["flag"]) for r in rows}
+        return {(r["device"], r["sensor"], int(r["time"])): _qc_mark(r) for r in rows}

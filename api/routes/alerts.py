@@ -219,7 +219,9 @@ def get_alert(found: ScopedAlert, store: StoreDep, settings: SettingsDep) -> Ale
                 device=device,
                 sensor=sensor,
                 data=[
-                    SeriesPointPublic(time=from_ms(r.t_ms), value=r.value, qc_flag=r.qc_flag, edge_flag=r.edge_flag)
+                    SeriesPointPublic(
+                        time=from_ms(r.t_ms), value=r.value, qc_flag=r.qc_flag, edge_flag=r.edge_flag, qc_late=r.qc_late
+                    )
                     for r in rows
                 ],
             )

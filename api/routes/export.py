@@ -62,6 +62,7 @@ COLUMNS = (
     "value",
     "unit",
     "qc_flag",
+    "qc_late",
     "edge_flag",
     "period",
 )
@@ -205,7 +206,8 @@ async def export_csv(
         f"# periods (local dates, {city.timezone}, end exclusive): baseline {site.periods.baseline.start} to "
         f"{site.periods.baseline.end}, intervention {site.periods.intervention.start} to "
         f"{site.periods.intervention.end}",
-        "# qc_flag: QARTOD 1 good, 2 not evaluated, 3 suspect, 4 fail, 9 missing; edge_flag: flag sent by the device",
+        "# qc_flag: QARTOD 1 good, 2 not evaluated, 3 suspect, 4 fail, 9 missing; qc_late: 1 when the reading arrived"
+        " after analytics' late window and was QC'd by its reconciliation; edge_flag: flag sent by the device",
     ]
     filename = f"pilotwatch-{site.id}-{param or 'all'}-{start_t:%Y%m%dT%H%MZ}-{end_t:%Y%m%dT%H%MZ}.csv"
     deadline = time.monotonic() + settings.export_timeout_s
@@ -287,6 +289,7 @@ def _stream(
                     repr(row.value),
                     row.unit,
                     row.qc_flag,
+                    int(row.qc_late),
                     "" if row.edge_flag is None else row.edge_flag,
                     periods.period(row.t_ms),
                 )

@@ -46,7 +46,10 @@ def series(
     window = stored_window(start_t, end_t)
     rows, truncated = store.series(device.id, sensor, *window, limit) if window is not None else ([], False)
     data = [
-        SeriesPointPublic(time=from_ms(r.t_ms), value=r.value, qc_flag=r.qc_flag, edge_flag=r.edge_flag) for r in rows
+        SeriesPointPublic(
+            time=from_ms(r.t_ms), value=r.value, qc_flag=r.qc_flag, edge_flag=r.edge_flag, qc_late=r.qc_late
+        )
+        for r in rows
     ]
     return SeriesPublic(
         device=device.id,

@@ -41,6 +41,7 @@ class Seeded:
     ph_values: list[float]
     times_ms: list[int]
     qc_flagged: dict[int, int]  # t_ms -> flag written in measurement qc for bkk-pratunam-wq1/ph
+    qc_late: set[int]  # t_ms of those qc points written late (field late = 1)
 
 
 def seed(influx: InfluxV1) -> Seeded:
@@ -56,8 +57,10 @@ def seed(influx: InfluxV1) -> Seeded:
             lines.append(StoredReading(city, site, device, "do", "do", 4.0 + i / 10, "mg/L", t, seq=i).to_line())
     # Analytics has flagged the first 30 pH readings of Pratunam: every 10th one suspect, the rest good.
     qc = {t: (3 if i % 10 == 0 else 1) for i, t in enumerate(times[:30])}
+    # The last two of them arrived after analytics' late window: their QC came from its reconciliation.
+    late = set(times[28:30])
     tags = {"city": "bangkok", "site": "bkk-pratunam-pier", "device": "bkk-pratunam-wq1", "sensor": "ph", "param": "ph"}
-    lines += [line("qc", tags, {"flag": flag}, t) for t, flag in qc.items()]
+    lines += [line("qc", tags, {"flag": flag, **({"late": 1} if t in late else {})}, t) for t, flag in qc.items()]
     # The newest do reading of Pratunam is flagged too, so /latest can show a QC flag.
     do_tags = dict(tags, sensor="do", param="do")
     lines.append(line("qc", do_tags, {"flag": 4}, times[-1]))
@@ -76,7 +79,7 @@ def seed(influx: InfluxV1) -> Seeded:
         lines.append(line("device_status", status, fields, t))
     response = influx.write_lines(lines)
     assert response.status_code == 204, response.text
-    return Seeded(ph_values=ph_values, times_ms=times, qc_flagged=qc)
+    return Seeded(ph_values=ph_values, times_ms=times, qc_flagged=qc, qc_late=late)
 
 
 @dataclass(frozen=True)

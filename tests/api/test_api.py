@@ -120,6 +120,7 @@ def test_series_returns_points_in_order_with_qc_flags(client: TestClient, keys: 
     assert body["truncated"] is False
     assert [p["value"] for p in body["data"]] == pytest.approx(seeded.ph_values[:2])
     assert [p["qc_flag"] for p in body["data"]] == [3, 1]
+    assert [p["qc_late"] for p in body["data"]] == [False, False]
     assert body["param"] == "ph"
     assert body["unit"] == "pH"
 
@@ -246,6 +247,7 @@ def test_export_streams_rows_with_flags_role_period_and_provenance(
     assert len(rows) == N_POINTS
     assert [float(r["value"]) for r in rows] == pytest.approx(seeded.ph_values)
     assert [int(r["qc_flag"]) for r in rows] == [seeded.qc_flagged.get(t, 2) for t in seeded.times_ms]
+    assert [int(r["qc_late"]) for r in rows] == [int(t in seeded.qc_late) for t in seeded.times_ms]
     assert {r["site_role"] for r in rows} == {"intervention"}
     assert {r["edge_flag"] for r in rows} == {"1"}
     # Bangkok's intervention period starts at local midnight 2026-09-01 = 2026-08-31T17:00Z.
@@ -332,3 +334,21 @@ def test_settings_refuse_placeholder_secrets() -> None:
         ApiSettings(influx={"token": SecretStr("changethis")})
     with pytest.raises(ValueError, match="influx url must start with http"):
         ApiSettings(influx={"url": "localhost:8086"})
+
+
+def test_series_marks_readings_whose_qc_came_late(client: TestClient, keys: Keys, seeded: Seeded) -> None:
+    """A reading that arrived after analytics' late window carries its reconciliation's flag, marked late."""
+    response = client.get(
+        "/series",
+        params={
+            "device": "bkk-pratunam-wq1",
+            "sensor": "ph",
+            "start": "2026-08-31T18:15:00Z",
+            "end": "2026-08-31T18:35:00Z",
+        },
+        headers=auth(keys.operator_bkk),
+    )
+    assert response.status_code == 200, response.text
+    points = {p["time"]: (p["qc_flag"], p["qc_late"]) for p in response.json()["data"]}
+    # Samples 27 to 30 (18:15 to 18:30): 28 and 29 QC'd late, 30 never QC'd.
+    assert list(points.values()) == [(1, False), (1, True), (1, True), (None, False)]
