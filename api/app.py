@@ -59,8 +59,8 @@ def create_app(
         redoc_url=None,
         title="pilotwatch API",
         version=__version__,
-        description="Live site data, device health and evaluation exports of the city pilots. "
-        "Send the key from `pilotwatch api keys add` in the X-API-Key header.",
+        description="Live site data, device health, alerts (with an inbox page at /inbox) and evaluations of the "
+        "city pilots. Send the key from `pilotwatch api keys add` in the X-API-Key header.",
         lifespan=lifespan,
         # No redirect from /sites/ to /sites: Starlette builds that Location from the Host header, so a forged
         # Host would make the API send clients elsewhere. A path with a trailing slash is simply unknown (404).
