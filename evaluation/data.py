@@ -2,7 +2,8 @@
 
 Contract: :func:`load_series` returns a :class:`evaluation.series.Series` of one sensor's readings in
 ``[start_ms, end_ms)``, in time order, each with the aggregate QC flag analytics stored beside it (measurement
-``qc``, same tags and time); a reading without one is ``UNKNOWN`` (not evaluated), so it never counts as good.
+``qc``, same tags and time) and whether that flag was written late (field ``late``: by reconciliation, after the
+late window); a reading without one is ``UNKNOWN`` (not evaluated), so it never counts as good.
 Queries go through :class:`pilotwatch.influx.InfluxV1`; identifiers and literals are quoted there. The range is
 read in chunks (default 30 days) so six months of 5-minute readings never arrive as one response.
 """
@@ -43,6 +44,7 @@ def load_series(
     times: list[int] = []
     values: list[float] = []
     flags: list[int] = []
+    late: list[bool] = []
     cursor = start_ms
     while cursor < end_ms:
         upper = min(cursor + chunk_ms, end_ms)
@@ -52,9 +54,10 @@ def load_series(
             epoch="ms",
         )
         qc = {
-            int(r["time"]): r["flag"]
+            int(r["time"]): (r["flag"], bool(r.get("late")))
             for r in influx.query(
-                f"SELECT {quote_ident('flag')} FROM {quote_ident(Measurement.QC)} WHERE {where}",  # noqa: S608
+                f"SELECT {quote_ident('flag')}, {quote_ident('late')} FROM {quote_ident(Measurement.QC)} "  # noqa: S608
+                f"WHERE {where}",
                 epoch="ms",
             )
             if r.get("flag") is not None
@@ -65,11 +68,14 @@ def load_series(
             t = int(r["time"])
             times.append(t)
             values.append(float(r["value"]))
-            flags.append(int(qc.get(t, QartodFlag.UNKNOWN)))
+            flag, was_late = qc.get(t, (QartodFlag.UNKNOWN, False))
+            flags.append(int(flag))
+            late.append(was_late)
         cursor = upper
     return Series(
         np.asarray(times, dtype=np.int64),
         np.asarray(values, dtype=np.float64),
         np.asarray(flags, dtype=np.uint8),
         interval_s,
+        np.asarray(late, dtype=bool),
     )

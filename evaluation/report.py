@@ -112,6 +112,7 @@ def readings_table(ev: CityEvaluation) -> pd.DataFrame:
                     "value": s.values,
                     "unit": data.sensor.unit,
                     "qc_flag": s.flags.astype(np.int64),
+                    "qc_late": s.qc_late.astype(np.int64),
                     "used": s.accepted(ev.acceptance),
                     "period": period,
                     "local_hour": data.hours,

@@ -52,6 +52,8 @@ class Series:
     values: F8
     flags: U8
     interval_s: float
+    late: npt.NDArray[np.bool_] | None = None
+    """Which readings' QC analytics wrote by reconciliation, after its late window (docs/qc.md); None: none."""
 
     def __post_init__(self) -> None:
         n = self.times_ms.shape[0]
@@ -59,6 +61,8 @@ class Series:
             raise ValueError(
                 f"times, values and flags must have the same length: {n}, {self.values.shape}, {self.flags.shape}"
             )
+        if self.late is not None and self.late.shape != (n,):
+            raise ValueError(f"late must have one entry per reading: {n}, {self.late.shape}")
         if n > 1 and np.any(np.diff(self.times_ms) < 0):
             raise ValueError("series times must be in ascending order")
         if self.interval_s <= 0:
@@ -71,6 +75,10 @@ class Series:
     @property
     def n(self) -> int:
         return int(self.times_ms.shape[0])
+
+    @property
+    def qc_late(self) -> npt.NDArray[np.bool_]:
+        return np.zeros(self.n, dtype=bool) if self.late is None else self.late
 
     def accepted(self, acceptance: QCAcceptance) -> npt.NDArray[np.bool_]:
         ok: npt.NDArray[np.bool_] = np.isin(self.flags, list(acceptance.flags)) & np.isfinite(self.values)

@@ -26,7 +26,7 @@ from firmware_sim.faults import FaultSchedule
 from firmware_sim.sensors import SensorModel
 from pilotwatch.influx import InfluxV1
 from pilotwatch.manifest import Manifest, parse_manifest
-from pilotwatch.schema import StoredReading
+from pilotwatch.schema import StoredReading, line
 from tests.conftest import DEFAULT_MANIFEST
 
 SEED = 7
@@ -43,6 +43,8 @@ class EvaluationStore:
     manifest: Manifest
     manifest_path: Path
     readings: int
+    late: frozenset[int] = frozenset()
+    """Times of the ``LATE_SERIES`` readings whose qc point is marked late."""
 
 
 def bangkok_four_weeks() -> dict[str, Any]:
@@ -58,6 +60,32 @@ def bangkok_four_weeks() -> dict[str, Any]:
             for device in site["devices"]:
                 device["sensors"] = [dict(s, interval_s=INTERVAL_S) for s in device["sensors"]]
     return raw
+
+
+LATE_SERIES = ("bkk-pratunam-pier", "bkk-pratunam-wq1", "do")
+"""(site, device, sensor) of the readings whose QC is marked as written late by analytics' reconciliation."""
+
+
+def mark_late(influx: InfluxV1, series: tuple[str, str, str], hour_ms: int) -> frozenset[int]:
+    """Mark the ``qc`` points of one hour of ``series`` late, as analytics' reconciliation writes them (the field
+    merges into the stored point); return their times."""
+    site, device, sensor = series
+    where = f"site = '{site}' AND device = '{device}' AND sensor = '{sensor}'"
+    rows = influx.query(
+        f"SELECT flag, city, param FROM qc WHERE {where} AND time >= {hour_ms}ms AND time < {hour_ms + 3_600_000}ms"
+    )
+    lines = [
+        line(
+            "qc",
+            {"city": r["city"], "site": site, "device": device, "sensor": sensor, "param": r["param"]},
+            {"late": 1},
+            int(r["time"]),
+        )
+        for r in rows
+    ]
+    assert lines, "no qc points to mark"
+    assert influx.write_lines(lines).status_code == 204
+    return frozenset(int(r["time"]) for r in rows)
 
 
 def _ms(day: str) -> int:
@@ -102,6 +130,7 @@ def evaluation_store(stack: LocalStack, tmp_path_factory: pytest.TempPathFactory
             assert response.status_code == 204, response.text
             written += len(lines)
     evaluate_window(manifest, influx.url, influx.database, start, end, folder / "analytics")
-    yield EvaluationStore(influx.url, influx.database, manifest, manifest_path, written)
+    late = mark_late(influx, LATE_SERIES, start + 10 * 86_400_000)
+    yield EvaluationStore(influx.url, influx.database, manifest, manifest_path, written, late)
     influx.drop_database()
     influx.close()

@@ -18,7 +18,7 @@ from playwright.sync_api import sync_playwright
 
 from commands.cli import main
 from pilotwatch.manifest import parse_manifest
-from tests.evaluation.conftest import TRUE_DO_EFFECT, EvaluationStore
+from tests.evaluation.conftest import LATE_SERIES, TRUE_DO_EFFECT, EvaluationStore
 
 CHROMIUM = "/usr/bin/chromium"
 REQUIRED = {
@@ -130,11 +130,19 @@ def test_summary_estimates_the_simulated_effect_with_coverage(pack: Path) -> Non
     assert summary["qc_flags_used"] == [1]
 
 
-def test_only_qc_good_readings_enter_an_estimate(pack: Path) -> None:
+def test_only_qc_good_readings_enter_an_estimate(pack: Path, evaluation_store: EvaluationStore) -> None:
     readings = pd.read_csv(pack / "data" / "readings.csv", comment="#")
     assert {"time", "site", "device", "sensor", "param", "value", "qc_flag", "used", "period"} <= set(readings)
     assert set(readings.loc[readings["used"], "qc_flag"]) == {1}
     assert (readings["qc_flag"] != 1).any()  # QC did flag something, so the filter was exercised
+    # Readings QC'd late by analytics' reconciliation say so; the flag itself counts as any other.
+    site, device, sensor = LATE_SERIES
+    assert set(readings.loc[readings["qc_late"] == 1, "site"]) == {site}
+    times = (pd.to_datetime(readings["time"], utc=True) - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(milliseconds=1)
+    marked = readings["qc_late"] == 1
+    assert set(times[marked]) == set(evaluation_store.late)
+    assert set(readings.loc[marked, "device"]) == {device}
+    assert set(readings.loc[marked, "sensor"]) == {sensor}
     do = readings[(readings["site"] == "bkk-pratunam-pier") & (readings["param"] == "do")]
     used = int((do["used"] & do["period"].isin(["baseline", "intervention"])).sum())
     summary = json.loads((pack / "summary.json").read_text())
