@@ -23,7 +23,7 @@ from alerts.source import read_deliveries, read_points, read_statuses
 from alerts.store import AlertStore
 from pilotwatch.influx_writer import raise_for_write
 from pilotwatch.manifest import Manifest
-from pilotwatch.outage import Outage, Recovery, ride_through
+from pilotwatch.outage import OutageEvent, ride_through
 
 DELIVERY_MARGIN_MS = 60_000
 """``delivery`` points are re-read this far behind the last pass: they are stamped by ingest as it writes them, so
@@ -50,12 +50,10 @@ class AlertService:
         *,
         client_factory: Callable[[AlertSettings], InfluxClient] = influx_client,
         clock: Callable[[], float] = time.time,
-        on_outage: Callable[[Outage], None] = lambda _outage: None,
-        on_recovery: Callable[[Recovery], None] = lambda _recovery: None,
+        on_outage: Callable[[OutageEvent], None] = lambda _event: None,
     ) -> None:
         self.settings = settings
         self.on_outage = on_outage
-        self.on_recovery = on_recovery
         self.manifest = manifest
         self._client_factory = client_factory
         self._clock = clock
@@ -139,7 +137,7 @@ class AlertService:
         with self:
             while not stop.is_set():
                 started = self._clock()
-                report = ride_through(self.step, stop, on_outage=self.on_outage, on_recovery=self.on_recovery)
+                report = ride_through(self.step, stop, on_event=self.on_outage)
                 if report is not None and on_pass is not None:
                     on_pass(report)
                 stop.wait(max(0.0, self.settings.interval_s - (self._clock() - started)))

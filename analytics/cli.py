@@ -118,8 +118,7 @@ def run_service(args: argparse.Namespace) -> int:
     service = AnalyticsService(
         settings,
         manifest,
-        on_outage=lambda outage: err.print(outage.describe("analytics"), highlight=False),
-        on_recovery=lambda recovery: err.print(recovery.describe("analytics"), highlight=False),
+        on_outage=lambda event: err.print(event.describe("analytics"), highlight=False),
     )
     stop = threading.Event()
     previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())

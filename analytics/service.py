@@ -68,7 +68,7 @@ from analytics.stream import (
 from pilotwatch.influx import quote_literal
 from pilotwatch.influx_writer import raise_for_write
 from pilotwatch.manifest import Manifest, Sensor
-from pilotwatch.outage import Outage, Recovery, ride_through
+from pilotwatch.outage import OutageEvent, ride_through
 from pilotwatch.qc_config import FlatLine, GrossRange, Labels, ParameterQC
 from pilotwatch.schema import SERIES_TAGS, Measurement, QartodFlag, line
 from pilotwatch.settings import InfluxConnection
@@ -623,12 +623,10 @@ class AnalyticsService:
         *,
         client_factory: Callable[[AnalyticsSettings], InfluxClosable] = influx_client,
         clock: Callable[[], float] = time.time,
-        on_outage: Callable[[Outage], None] = lambda _outage: None,
-        on_recovery: Callable[[Recovery], None] = lambda _recovery: None,
+        on_outage: Callable[[OutageEvent], None] = lambda _event: None,
     ) -> None:
         self.settings = settings
         self.on_outage = on_outage
-        self.on_recovery = on_recovery
         self.manifest = manifest
         self.config = manifest_config(manifest)
         if settings.context_s < BASELINE_WINDOW_S + settings.agreement_window_s:
@@ -711,13 +709,7 @@ class AnalyticsService:
                 break
             until = min(until + step, end_ms - 1)
             final = until >= end_ms - 1
-            done = ride_through(
-                functools.partial(self._evaluate_step, until, final, start_ms),
-                stop,
-                reset=self._reopen,
-                on_outage=self.on_outage,
-                on_recovery=self.on_recovery,
-            )
+            done = self._through_outages(functools.partial(self._evaluate_step, until, final, start_ms), stop)
             if done is None:
                 report.stopped_early = True
                 break
@@ -737,6 +729,10 @@ class AnalyticsService:
         self.close()
         self.open()
 
+    def _through_outages(self, attempt: Callable[[], RunReport], stop: threading.Event) -> RunReport | None:
+        """``attempt`` redone from the checkpoint while InfluxDB is away; None when stopped meanwhile."""
+        return ride_through(attempt, stop, reset=self._reopen, on_event=self.on_outage)
+
     def step(self, stop: threading.Event | None = None) -> RunReport:
         """One live pass: everything up to now (the first pass reaches back ``start_lookback_s``)."""
         self.open()
@@ -750,13 +746,7 @@ class AnalyticsService:
         stop = stop or threading.Event()
         report = self.evaluate(min(start, now_ms), now_ms + 1, stop)
         if not report.stopped_early and self.reconcile_due():
-            done = ride_through(
-                functools.partial(self._reconcile_step, now_ms),
-                stop,
-                reset=self._reopen,
-                on_outage=self.on_outage,
-                on_recovery=self.on_recovery,
-            )
+            done = self._through_outages(functools.partial(self._reconcile_step, now_ms), stop)
             if done is None:
                 report.stopped_early = True
             else:

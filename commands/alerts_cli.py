@@ -86,8 +86,7 @@ def run_service(args: argparse.Namespace) -> int:
     service = AlertService(
         settings,
         manifest,
-        on_outage=lambda outage: err.print(outage.describe("alerts"), highlight=False),
-        on_recovery=lambda recovery: err.print(recovery.describe("alerts"), highlight=False),
+        on_outage=lambda event: err.print(event.describe("alerts"), highlight=False),
     )
     if args.once:
         with service:

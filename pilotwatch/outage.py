@@ -54,13 +54,16 @@ class Recovery:
         return f"{service}: InfluxDB is back after {self.down_s:.0f} s and {self.failures} failed tries"
 
 
+OutageEvent = Outage | Recovery
+"""What :func:`ride_through` reports: each failed try, and the end of the outage. Both say ``describe(service)``."""
+
+
 def ride_through(
     attempt: Callable[[], T],
     stop: threading.Event,
     *,
     reset: Callable[[], None] = lambda: None,
-    on_outage: Callable[[Outage], None] = lambda _outage: None,
-    on_recovery: Callable[[Recovery], None] = lambda _recovery: None,
+    on_event: Callable[[OutageEvent], None] = lambda _event: None,
     first_wait_s: float = FIRST_WAIT_S,
     longest_wait_s: float = LONGEST_WAIT_S,
     monotonic: Callable[[], float] = time.monotonic,
@@ -82,11 +85,11 @@ def ride_through(
             if failures == 0:
                 began = monotonic()
             failures += 1
-            on_outage(Outage(exc, failures, monotonic() - began, wait))
+            on_event(Outage(exc, failures, monotonic() - began, wait))
             if stop.wait(wait):
                 return None
             wait = min(wait * 2, longest_wait_s)
             continue
         if failures:
-            on_recovery(Recovery(failures, monotonic() - began))
+            on_event(Recovery(failures, monotonic() - began))
         return result

@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from pilotwatch.influx import InfluxQueryError, InfluxUnavailableError
-from pilotwatch.outage import Outage, Recovery, ride_through
+from pilotwatch.outage import Outage, OutageEvent, Recovery, ride_through
 
 
 class Flaky:
@@ -32,7 +32,7 @@ class Flaky:
     ids=["refused", "timeout", "5xx"],
 )
 def test_an_outage_is_waited_out_with_doubling_waits_and_a_reset_after_each_failure(error: Exception) -> None:
-    attempt, outages, recoveries, resets = Flaky(5, error), [], [], []
+    attempt, events, resets = Flaky(5, error), [], []
     waits: list[float] = []
 
     class Clockless(threading.Event):
@@ -44,18 +44,19 @@ def test_an_outage_is_waited_out_with_doubling_waits_and_a_reset_after_each_fail
         attempt,
         Clockless(),
         reset=lambda: resets.append(1),
-        on_outage=outages.append,
-        on_recovery=recoveries.append,
+        on_event=events.append,
         first_wait_s=1,
         longest_wait_s=4,
     )
+    outages = [e for e in events if isinstance(e, Outage)]
+    recoveries = [e for e in events if isinstance(e, Recovery)]
+    assert events == [*outages, *recoveries]  # every failed try first, the recovery last
     assert result == 6
     assert waits == [1, 2, 4, 4, 4]
     assert len(resets) == 5
     assert [o.failures for o in outages] == [1, 2, 3, 4, 5]
-    assert all(isinstance(o, Outage) and o.error is error for o in outages)
+    assert all(o.error is error for o in outages)
     assert len(recoveries) == 1
-    assert isinstance(recoveries[0], Recovery)
     assert recoveries[0].failures == 5
     assert "InfluxDB unavailable" in outages[0].describe("analytics")
     assert "next try in 1 s" in outages[0].describe("analytics")
@@ -80,9 +81,9 @@ def test_errors_that_are_not_an_outage_stop_the_service(error: Exception) -> Non
 
 
 def test_no_recovery_is_reported_when_nothing_failed() -> None:
-    recoveries: list[Recovery] = []
-    assert ride_through(lambda: "done", threading.Event(), on_recovery=recoveries.append) == "done"
-    assert recoveries == []
+    events: list[OutageEvent] = []
+    assert ride_through(lambda: "done", threading.Event(), on_event=events.append) == "done"
+    assert events == []
 
 
 def test_waits_must_be_positive_and_ordered() -> None:

@@ -27,7 +27,7 @@ from commands.stack import LocalStack
 from firmware_sim.fleet import SimulatedFleet, TruthRow
 from pilotwatch.influx import InfluxV1
 from pilotwatch.manifest import Manifest
-from pilotwatch.outage import Outage
+from pilotwatch.outage import Outage, OutageEvent
 from pilotwatch.qc_config import QCConfig
 from pilotwatch.schema import QC_TEST_FIELDS, QartodFlag, line
 from pilotwatch.settings import InfluxConnection
@@ -258,7 +258,7 @@ def test_reconciliation_rides_through_an_influxdb_outage(
                 threading.Timer(1.0, private_stack.start_service, ("influxd",)).start()
             return super().query(q, epoch)
 
-    outages: list[Outage] = []
+    events: list[OutageEvent] = []
     settings = AnalyticsSettings(
         influx=InfluxConnection(url=influx.url, database=influx.database),
         state_dir=tmp_path / "state",
@@ -269,12 +269,12 @@ def test_reconciliation_rides_through_an_influxdb_outage(
         manifest,
         clock=lambda: now[0] + 600,
         client_factory=lambda s: GoesAway(s.influx.url, s.influx.database),
-        on_outage=outages.append,
+        on_outage=events.append,
     )
     with service:
         report = service.step()
     assert outage.is_set()
-    assert outages, "the reconciliation never met the outage"
+    assert [e for e in events if isinstance(e, Outage)], "the reconciliation never met the outage"
     assert report.backfilled == len(late)
     assert influx.count("qc", "flag") == len(rows)
     influx.close()
