@@ -48,7 +48,8 @@ DEVICE, SITE = "mlk-morten-wq1", "mlk-kampung-morten"
 STUCK = (START + 4 * HOUR, START + 12 * HOUR)
 
 
-def scenario_manifest() -> dict[str, Any]:
+def scenario_manifest(kind: str, window: tuple[int, int], **fault: Any) -> dict[str, Any]:
+    """Melaka's Kampung Morten alone, no random faults, and one fault of ``kind`` on its DO probe over ``window``."""
     raw: dict[str, Any] = copy.deepcopy(yaml.safe_load(DEFAULT_MANIFEST.read_text()))
     raw["cities"] = [c for c in raw["cities"] if c["id"] == "melaka"]
     city = raw["cities"][0]
@@ -60,9 +61,10 @@ def scenario_manifest() -> dict[str, Any]:
             {
                 "device": DEVICE,
                 "sensor": "do",
-                "kind": "flat_line",
-                "start": dt.datetime.fromtimestamp(STUCK[0] / 1000, dt.UTC).isoformat(),
-                "hours": (STUCK[1] - STUCK[0]) / HOUR,
+                "kind": kind,
+                "start": dt.datetime.fromtimestamp(window[0] / 1000, dt.UTC).isoformat(),
+                "hours": (window[1] - window[0]) / HOUR,
+                **fault,
             }
         ],
     }
@@ -121,7 +123,7 @@ def wait_for(path: Path, rule: str, timeout_s: float = 60.0) -> None:
 def test_pollution_stuck_probe_and_kill_9_on_the_real_stack(
     stack: LocalStack, influx: InfluxV1, tmp_path: Path
 ) -> None:
-    raw = scenario_manifest()
+    raw = scenario_manifest("flat_line", STUCK)
     manifest = parse_manifest(raw, "scenario")
     manifest_file = tmp_path / "manifest.yaml"
     manifest_file.write_text(yaml.safe_dump(raw, sort_keys=False))

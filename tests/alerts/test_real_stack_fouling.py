@@ -12,13 +12,9 @@ DO limit alert on those readings: the analytics core labelled them good).
 
 from __future__ import annotations
 
-import copy
 import datetime as dt
 import json
 from pathlib import Path
-from typing import Any
-
-import yaml
 
 from alerts.service import AlertService
 from alerts.settings import AlertSettings
@@ -26,40 +22,18 @@ from commands.stack import LocalStack
 from firmware_sim.fleet import SimulatedFleet
 from pilotwatch.influx import InfluxV1
 from pilotwatch.manifest import parse_manifest
-from tests.alerts.test_real_stack import DEVICE, HOUR, SEED, SITE, alerts_in, deliver
-from tests.conftest import DEFAULT_MANIFEST
+from tests.alerts.test_real_stack import DEVICE, HOUR, SEED, alerts_in, deliver, scenario_manifest
 
 START = int(dt.datetime(2026, 9, 2, tzinfo=dt.UTC).timestamp() * 1000)
 FOULED = (START + 44 * HOUR, START + 92 * HOUR)  # 04:00 local on 4 September to 04:00 on the 6th
 END = START + 98 * HOUR
 
 
-def scenario() -> dict[str, Any]:
-    raw: dict[str, Any] = copy.deepcopy(yaml.safe_load(DEFAULT_MANIFEST.read_text()))
-    raw["cities"] = [c for c in raw["cities"] if c["id"] == "melaka"]
-    city = raw["cities"][0]
-    city["sites"] = [s for s in city["sites"] if s["id"] == SITE]
-    city["sites"][0]["simulation"] = {
-        **city["sites"][0].get("simulation", {}),
-        "fault_rate_per_week": 0.0,
-        "faults": [
-            {
-                "device": DEVICE,
-                "sensor": "do",
-                "kind": "fouling",
-                "start": dt.datetime.fromtimestamp(FOULED[0] / 1000, dt.UTC).isoformat(),
-                "hours": (FOULED[1] - FOULED[0]) / HOUR,
-                "magnitude": 1.5,  # x 40 % at the end: 60 % attenuation
-            }
-        ],
-    }
-    return raw
-
-
 def test_a_fouled_oxygen_probe_raises_a_device_alert_and_no_city_alert(
     stack: LocalStack, influx: InfluxV1, tmp_path: Path
 ) -> None:
-    manifest = parse_manifest(scenario(), "fouling scenario")
+    # magnitude 1.5: x 40 % at the end, 60 % attenuation
+    manifest = parse_manifest(scenario_manifest("fouling", FOULED, magnitude=1.5), "fouling scenario")
     deliver(stack, influx, manifest, tmp_path, START, END)
     settings = AlertSettings(
         influx={"url": influx.url, "database": influx.database},

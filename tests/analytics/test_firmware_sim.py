@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import defaultdict
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -32,7 +33,7 @@ from analytics.labels import Label
 from analytics.pipeline import evaluate_site
 from analytics.service import sensor_qc
 from firmware_sim.faults import RANDOM_HOURS
-from firmware_sim.fleet import SimulatedFleet
+from firmware_sim.fleet import SimulatedFleet, TruthRow
 from pilotwatch.manifest import FaultKind, Manifest
 from pilotwatch.qc_config import QCConfig
 from pilotwatch.schema import QartodFlag
@@ -42,6 +43,27 @@ START_MS = 1_772_409_600_000  # 2026-03-02, the pilots' baseline period
 DAYS = 30
 FAULTS_PER_WEEK = 3.0
 MIN_OVERALL_PRECISION = 0.8  # measured 0.85 (it was 0.28 with direction-blind agreement and derived configs)
+
+
+def pivot(
+    rows: Iterable[TruthRow],
+) -> tuple[np.ndarray, dict[str, np.ndarray], dict[str, np.ndarray], dict[str, str]]:
+    """One device's ground-truth rows as columns on their common time axis: times (ms), and per sensor its
+    values (NaN where it has none), its truth ("normal" where none) and its parameter."""
+    rows = list(rows)
+    times = np.array(sorted({r.t_ms for r in rows}), dtype=np.int64)
+    position = {t: i for i, t in enumerate(times)}
+    values: dict[str, np.ndarray] = {}
+    truth: dict[str, np.ndarray] = {}
+    kinds: dict[str, str] = {}
+    for r in rows:
+        if r.sensor not in values:
+            values[r.sensor] = np.full(times.shape[0], np.nan)
+            truth[r.sensor] = np.full(times.shape[0], "normal", dtype=object)
+            kinds[r.sensor] = r.param
+        values[r.sensor][position[r.t_ms]] = r.value
+        truth[r.sensor][position[r.t_ms]] = r.truth
+    return times, values, truth, kinds
 
 
 def runs(mask: np.ndarray) -> list[tuple[int, int]]:
@@ -65,18 +87,7 @@ def scored(manifest: Manifest) -> dict[str, Any]:
     for device in fleet.devices:
         place = index[device.id]
         rows = list(fleet.truth(START_MS, START_MS + DAYS * 86_400_000, devices=[device.id]))
-        times = np.array(sorted({r.t_ms for r in rows}), dtype=np.int64)
-        position = {t: i for i, t in enumerate(times)}
-        values: dict[str, np.ndarray] = {}
-        truth: dict[str, np.ndarray] = {}
-        kinds: dict[str, str] = {}
-        for r in rows:
-            if r.sensor not in values:
-                values[r.sensor] = np.full(times.shape[0], np.nan)
-                truth[r.sensor] = np.full(times.shape[0], "normal", dtype=object)
-                kinds[r.sensor] = r.param
-            values[r.sensor][position[r.t_ms]] = r.value
-            truth[r.sensor][position[r.t_ms]] = r.truth
+        times, values, truth, kinds = pivot(rows)
         cfg = QCConfig(parameters={s.id: sensor_qc(s) for s in device.device.sensors})
         ns = (times * 1_000_000).view("datetime64[ns]")
         result = evaluate_site(values, ns, cfg, kinds=kinds, site_kind=place.site.kind.value)
@@ -195,18 +206,7 @@ def fouled(manifest: Manifest) -> dict[str, Any]:
         if place.site.kind.value != "water":
             continue
         rows = list(fleet.truth(START_MS, START_MS + FOULING_DAYS * 86_400_000, devices=[device.id]))
-        times = np.array(sorted({r.t_ms for r in rows}), dtype=np.int64)
-        position = {t: i for i, t in enumerate(times)}
-        values: dict[str, np.ndarray] = {}
-        truth: dict[str, np.ndarray] = {}
-        kinds: dict[str, str] = {}
-        for r in rows:
-            if r.sensor not in values:
-                values[r.sensor] = np.full(times.shape[0], np.nan)
-                truth[r.sensor] = np.full(times.shape[0], "normal", dtype=object)
-                kinds[r.sensor] = r.param
-            values[r.sensor][position[r.t_ms]] = r.value
-            truth[r.sensor][position[r.t_ms]] = r.truth
+        times, values, truth, kinds = pivot(rows)
         cfg = QCConfig(parameters={s.id: sensor_qc(s) for s in device.device.sensors})
         ns = (times * 1_000_000).view("datetime64[ns]")
         result = evaluate_site(values, ns, cfg, kinds=kinds, site_kind="water")

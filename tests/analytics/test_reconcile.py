@@ -31,6 +31,7 @@ from pilotwatch.outage import Outage, OutageEvent
 from pilotwatch.qc_config import QCConfig
 from pilotwatch.schema import QC_TEST_FIELDS, QartodFlag, line
 from pilotwatch.settings import InfluxConnection
+from tests.analytics.test_firmware_sim import pivot
 
 REPO = Path(__file__).resolve().parents[2]
 HOUR_MS = 3_600_000
@@ -134,17 +135,13 @@ def test_late_readings_get_one_qc_point_each_with_batch_qartod_flags(
 
     # QARTOD flags equal a batch run over all the readings (detector scores may differ: the back-fill scores
     # with the detectors' state of now, a batch with the state of then).
-    times = np.array(sorted({r.t_ms for r in rows}), dtype=np.int64)
-    index = {t: i for i, t in enumerate(times)}
-    values: dict[str, np.ndarray] = {}
-    for r in rows:
-        values.setdefault(r.sensor, np.full(times.shape[0], np.nan))[index[r.t_ms]] = r.value
+    times, values, _truth, _kinds = pivot(rows)
     device = manifest.device_index()[DEVICE].device
     cfg = QCConfig(parameters={s.id: sensor_qc(s) for s in device.sensors})
     batch = evaluate_site(values, times.astype("datetime64[ms]"), cfg)
     compared = 0
     for sensor, t in late_keys:
-        got, res, i = after[(sensor, t)], batch.parameters[sensor], index[t]
+        got, res, i = after[(sensor, t)], batch.parameters[sensor], int(np.searchsorted(times, t))
         for test in QC_TEST_FIELDS:
             if test in res.tests:
                 assert got[test] == res.tests[test][i], (sensor, t, test)
