@@ -138,25 +138,24 @@ class ReadingStore:
         )
         truncated = len(readings) > limit
         readings = readings[:limit]
-        qc: dict[int, QcMark] = {}
+        qc: dict[Key, QcMark] = {}
         if readings:
             first, last = int(readings[0]["time"]), int(readings[-1]["time"])
-            qc_where = f"{eq('device', device)} AND {eq('sensor', sensor)} AND {time_range(first, last + 1)}"
-            for r in self._query(
-                f"SELECT {fields('flag', 'late')} FROM {quote_ident(Measurement.QC)} WHERE {qc_where}"  # noqa: S608
-            ):
-                qc[int(r["time"])] = _qc_mark(r)
-        rows = [
-            SeriesRow(
-                t_ms=int(r["time"]),
-                value=float(r["value"]),
-                edge_flag=_int_or_none(r.get("flag")),
-                qc_flag=qc.get(int(r["time"]), NO_QC).flag,
-                qc_late=qc.get(int(r["time"]), NO_QC).late,
+            qc = self._qc_flags(f"{eq('device', device)} AND {eq('sensor', sensor)}", first, last + 1)
+        rows = []
+        for r in readings:
+            if r.get("value") is None:
+                continue
+            mark = qc.get((device, sensor, int(r["time"])), NO_QC)
+            rows.append(
+                SeriesRow(
+                    t_ms=int(r["time"]),
+                    value=float(r["value"]),
+                    edge_flag=_int_or_none(r.get("flag")),
+                    qc_flag=mark.flag,
+                    qc_late=mark.late,
+                )
             )
-            for r in readings
-            if r.get("value") is not None
-        ]
         return rows, truncated
 
     # -- device health ---------------------------------------------------------------------------------------
