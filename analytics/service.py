@@ -210,6 +210,20 @@ def _align(t: npt.NDArray[np.int64], v: npt.NDArray[np.float64], at: npt.NDArray
     return out
 
 
+def _series_key(row: Mapping[str, Any]) -> SeriesKey:
+    """The series a row of a ``GROUP BY`` over :data:`SERIES_TAGS` belongs to."""
+    city, site, device, sensor, param = (str(row.get(t, "")) for t in SERIES_TAGS)
+    return city, site, device, sensor, param
+
+
+def _sensors_by_device(keys: Iterable[SeriesKey]) -> dict[tuple[str, str, str], dict[str, SeriesKey]]:
+    """(city, site, device) → sensor → series: where a neighbour test finds the other sensors of a device."""
+    out: dict[tuple[str, str, str], dict[str, SeriesKey]] = {}
+    for key in keys:
+        out.setdefault(key[:3], {})[key[3]] = key
+    return out
+
+
 # ------------------------------------------------------------------------------------------------ one pass
 class QCService:
     """Evaluate the live stream window by window (see the module docstring).
@@ -271,7 +285,11 @@ class QCService:
     def load_state(self, state: Mapping[str, Any]) -> None:
         self._series.update(load_series_state(state))
 
-    # -- reading ----------------------------------------------------------------------------------------------
+    # -- reading and writing ----------------------------------------------------------------------------------
+    def _write(self, lines: list[str], what: str) -> None:
+        for lo in range(0, len(lines), WRITE_BATCH):
+            raise_for_write(self.client.write_lines(lines[lo : lo + WRITE_BATCH], precision="ms"), what)
+
     def _read(self, since_ms: int, until_ms: int, where: str = "") -> dict[SeriesKey, Samples]:
         q = (
             f"SELECT value FROM {Measurement.READING} WHERE time > {since_ms}ms AND time <= {until_ms}ms{where} "  # noqa: S608  # integers and quote_literal only
@@ -279,8 +297,7 @@ class QCService:
         )
         rows: dict[SeriesKey, tuple[list[int], list[float]]] = {}
         for row in self.client.query(q, epoch="ms"):
-            parts = [str(row.get(t, "")) for t in SERIES_TAGS]
-            key: SeriesKey = (parts[0], parts[1], parts[2], parts[3], parts[4])
+            key = _series_key(row)
             ts, vs = rows.setdefault(key, ([], []))
             v = row["value"]
             ts.append(int(row["time"]))
@@ -337,9 +354,7 @@ class QCService:
         data = self._read(read_from, until_ms)
         battery = self._battery(read_from, until_ms) if self.low_battery_pct is not None else {}
         per_site: dict[tuple[str, str], dict[SeriesKey, SeriesPass]] = {}
-        by_device: dict[tuple[str, str, str], dict[str, SeriesKey]] = {}
-        for key in data:
-            by_device.setdefault(key[:3], {})[key[3]] = key
+        by_device = _sensors_by_device(data)
         for key, (t_ms, values) in data.items():
             cfg = self.config_for(key)
             if cfg is None:
@@ -377,8 +392,7 @@ class QCService:
         for site, series in per_site.items():
             report.sites.add(site)
             lines += self._label_and_format(site[1], series, battery, report)
-        for lo in range(0, len(lines), WRITE_BATCH):
-            raise_for_write(self.client.write_lines(lines[lo : lo + WRITE_BATCH], precision="ms"), "qc points")
+        self._write(lines, "qc points")
         report.points_written = len(lines)
         return report
 
@@ -393,8 +407,7 @@ class QCService:
         for row in self.client.query(q, epoch="ms"):
             n = row.get("count")
             if n:
-                parts = [str(row.get(t, "")) for t in SERIES_TAGS]
-                out[((parts[0], parts[1], parts[2], parts[3], parts[4]), int(row["time"]))] = int(n)
+                out[(_series_key(row), int(row["time"]))] = int(n)
         return out
 
     def reconcile(self, since_ms: int, until_ms: int, *, max_hours: int) -> RunReport:
@@ -450,8 +463,7 @@ class QCService:
         )
         out: dict[SeriesKey, dict[int, int]] = {}
         for row in self.client.query(q, epoch="ms"):
-            parts = [str(row.get(t, "")) for t in SERIES_TAGS]
-            key: SeriesKey = (parts[0], parts[1], parts[2], parts[3], parts[4])
+            key = _series_key(row)
             a = row.get("anomaly")
             out.setdefault(key, {})[int(row["time"])] = int(a or 0)
         return out
@@ -497,9 +509,7 @@ class QCService:
         data = {k: v for k, v in self._read(read_from - 1, read_to - 1, where).items() if (k[0], k[1]) in sites}
         stored = self._stored_anomaly(read_from, read_to, where)
         battery = self._battery(read_from, read_to) if self.low_battery_pct is not None else {}
-        by_device: dict[tuple[str, str, str], dict[str, SeriesKey]] = {}
-        for key in data:
-            by_device.setdefault(key[:3], {})[key[3]] = key
+        by_device = _sensors_by_device(data)
         per_site: dict[tuple[str, str], dict[SeriesKey, SeriesPass]] = {}
         for key, (t_ms, values) in data.items():
             cfg = self.config_for(key)
@@ -530,8 +540,7 @@ class QCService:
             if any(np.any(ser.fresh) for ser in series.values()):
                 report.sites.add(site)
                 lines += self._label_and_format(site[1], series, battery, report, LATE_FIELDS)
-        for lo in range(0, len(lines), WRITE_BATCH):
-            raise_for_write(self.client.write_lines(lines[lo : lo + WRITE_BATCH], precision="ms"), "late qc points")
+        self._write(lines, "late qc points")
         report.backfilled = len(lines)
         return report
 
